@@ -1,0 +1,104 @@
+"""``quantdesk chat MODEL``: interactive streaming chat, or one reply with ``--prompt``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.cli.common import fail, print_json
+from app.core.engine import Engine, EngineError, GenerationStats, Sampling
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat with a local GGUF model in the terminal")
+    p.add_argument("model", help="path to a .gguf file")
+    p.add_argument("--prompt", help="send one message, print the reply and exit")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
+    p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--preset", default="balanced", choices=["precise", "balanced", "creative", "greedy"]
+    )
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--json", action="store_true", help="with --prompt: print a JSON object")
+    p.set_defaults(func=run)
+
+
+def _sampling(args: argparse.Namespace) -> Sampling:
+    s = Sampling.preset(args.preset)
+    changes = {}
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.temperature is not None:
+        changes["temperature"] = args.temperature
+    if changes:
+        from dataclasses import replace
+
+        s = replace(s, **changes)
+    return s
+
+
+def _reply(engine: Engine, messages: list[dict[str, str]], args, echo: bool) -> GenerationStats:
+    stats: GenerationStats | None = None
+    for item in engine.chat(messages, max_tokens=args.max_tokens, sampling=_sampling(args)):
+        if isinstance(item, GenerationStats):
+            stats = item
+        elif echo:
+            sys.stdout.write(item)
+            sys.stdout.flush()
+    assert stats is not None
+    return stats
+
+
+def run(args: argparse.Namespace) -> int:
+    messages: list[dict[str, str]] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    with Engine() as engine:
+        try:
+            engine.load(
+                args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads
+            )
+        except EngineError as exc:
+            return fail(f"cannot load {args.model}: {exc}")
+        if args.prompt is not None:
+            messages.append({"role": "user", "content": args.prompt})
+            try:
+                stats = _reply(engine, messages, args, echo=not args.json)
+            except EngineError as exc:
+                return fail(str(exc))
+            if args.json:
+                print_json(stats.to_json())
+            else:
+                print()
+            return 0
+        print("QuantDesk chat. Empty line or Ctrl+D quits; Ctrl+C stops a reply.", file=sys.stderr)
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                break
+            if not line.strip():
+                break
+            messages.append({"role": "user", "content": line})
+            try:
+                stats = _reply(engine, messages, args, echo=True)
+            except KeyboardInterrupt:
+                engine.cancel()
+                print("\n[stopped]", file=sys.stderr)
+                messages.pop()
+                continue
+            except EngineError as exc:
+                print(f"\n[error] {exc}", file=sys.stderr)
+                messages.pop()
+                continue
+            messages.append({"role": "assistant", "content": stats.text})
+            print(
+                f"\n[{stats.tokens} tokens, {stats.gen_tok_s:.1f} tok/s, "
+                f"first token {stats.ttft_s * 1000:.0f} ms]",
+                file=sys.stderr,
+            )
+    return 0

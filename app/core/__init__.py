@@ -1,0 +1,1 @@
+"""Qt-free core of QuantDesk: plain data, plain functions and generators (a test enforces no Qt)."""

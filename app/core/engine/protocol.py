@@ -1,0 +1,166 @@
+"""Messages between the parent and the engine child (plain dataclasses sent over a Pipe).
+
+Requests carry an ``id``; every reply names the request it answers.  Token messages stream while a
+generation runs; ``Done`` or ``Failed`` ends every request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# ---- parent -> child ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling knobs; ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.7
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int = 42
+
+    @staticmethod
+    def preset(name: str) -> Sampling:
+        """The named presets the GUI and CLI offer: precise, balanced, creative."""
+        presets = {
+            "precise": Sampling(temperature=0.2, top_k=20, top_p=0.9, min_p=0.1),
+            "balanced": Sampling(),
+            "creative": Sampling(temperature=1.0, top_k=100, top_p=0.98, min_p=0.02),
+            "greedy": Sampling(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0),
+        }
+        return presets[name]
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    path: str
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0
+    n_threads: int | None = None
+    n_batch: int = 512
+    use_mmap: bool = True
+    type_k: str = "f16"
+    type_v: str = "f16"
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Chat ``messages`` (formatted by the model's own template) or a raw ``prompt``."""
+
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int = 512
+    sampling: Sampling = field(default_factory=Sampling)
+    stream: bool = True
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Teacher-force ``tokens``; compare the next-token distributions against ``reference``.
+
+    With ``reference`` None the child returns its own log-probabilities (float16, compressed) so
+    the parent can hand them to other variants; only those results cross the process boundary.
+    """
+
+    tokens: list[int]
+    start: int = 1
+    reference: bytes | None = None
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    text: str
+    add_bos: bool = True
+
+
+@dataclass(frozen=True)
+class DryRunRequest:
+    """Plan memory without loading weights (no_alloc); the path may be a header-only sparse file."""
+
+    path: str
+    n_ctx: int
+    n_gpu_layers: int = 0
+    n_batch: int = 512
+    n_ubatch: int = 512
+    type_k: str = "f16"
+    type_v: str = "f16"
+
+
+@dataclass(frozen=True)
+class UnloadRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class DebugCrashRequest:
+    """Make the child die the way llama.cpp does (``ggml_abort``) -- for tests and self-checks."""
+
+    how: str = "abort"
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    body: Any
+
+
+# ---- child -> parent ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedInfo:
+    """What a load reports back: timings, context, the model's metadata and llama.cpp's buffers."""
+
+    path: str
+    n_ctx: int
+    n_ctx_train: int
+    n_gpu_layers: int
+    load_s: float
+    chat_template: str | None
+    metadata: dict[str, str]
+    buffers: dict[str, int]
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Per reply: time to first token, prompt and generation speed, token counts, peak RSS."""
+
+    text: str
+    tokens: int
+    prompt_tokens: int
+    ttft_s: float
+    prompt_tok_s: float
+    gen_tok_s: float
+    total_s: float
+    stop_reason: str  # "eos" | "length" | "cancelled" | "context"
+    peak_rss_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    text: str
+    token: int
+
+
+@dataclass(frozen=True)
+class Done:
+    id: int
+    result: Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    id: int
+    kind: str  # "load" | "template" | "request" | "internal"
+    message: str
