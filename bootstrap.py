@@ -40,7 +40,7 @@ def _build_env() -> dict[str, str]:
 
 
 def _ensure_venv(extras: str) -> None:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - this file runs on whatever python3 is
         sys.exit("QuantDesk needs Python 3.10 or newer.")
     if not PY.exists():
         print("Creating virtual environment in .venv ...", flush=True)

@@ -166,7 +166,9 @@ def tensor_nbytes(ggml_type: int, shape: tuple[int, ...]) -> int:
     try:
         block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
     except (ValueError, KeyError):
-        raise GGUFError(f"unknown tensor type {ggml_type} (corrupted header or newer format)")
+        raise GGUFError(
+            f"unknown tensor type {ggml_type} (corrupted header or newer format)"
+        ) from None
     n = 1
     for d in shape:
         n *= d
@@ -315,7 +317,9 @@ def _read_progressively(fetch: Callable[[int, int], bytes], size: int | None, so
             return _parse(data, size if (size is None or len(data) >= size) else None, source), data
         except _NeedMore:
             if size is not None and len(data) >= size:
-                raise GGUFError(f"{source} ends inside its header: truncated or corrupted")
+                raise GGUFError(
+                    f"{source} ends inside its header: truncated or corrupted"
+                ) from None
             if len(data) < want:  # source gave fewer bytes than asked: it has no more
                 raise GGUFError(
                     f"{source} ends inside its header: truncated or corrupted"
