@@ -1,0 +1,129 @@
+"""Run core generators off the GUI thread and turn their items into Qt signals.
+
+Core code does long work as generators (download progress, tokens, plans).  :class:`Task` runs one in
+a worker thread from a shared pool; each yielded item becomes ``item_produced``, the end becomes
+``finished`` or ``failed``.  Signals are queued to the GUI thread, so slots run there.  Handlers
+connected to a Task should belong to a widget: when the widget is deleted, Qt drops the connection,
+so a late result never touches a dead widget.
+
+:class:`TaskRunner` owns all tasks of the window and, on shutdown, cancels them and waits for them.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+
+class CancelToken:
+    """A flag a core generator checks at each step (a threading.Event with a friendlier name)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+
+class Task(QObject):
+    """One unit of background work.
+
+    Signals:
+        item_produced(object): each item the generator yields (or a function's return value).
+        finished(): the work ended normally (also after a cancel that the generator honoured).
+        failed(str, object): the work raised; the message and the exception.
+    """
+
+    item_produced = Signal(object)
+    finished = Signal()
+    failed = Signal(str, object)
+
+    def __init__(self, work: Callable[[CancelToken], Iterable[Any] | Any], name: str = "") -> None:
+        super().__init__()
+        self.work = work
+        self.name = name
+        self.token = CancelToken()
+        self.done = threading.Event()
+        self.on_cancel: Callable[[], None] | None = None  # e.g. Engine.cancel
+
+    def cancel(self) -> None:
+        self.token.cancel()
+        if self.on_cancel is not None:
+            self.on_cancel()
+
+    def run_here(self) -> None:
+        """Run the work in the calling thread (the pool calls this; tests may too)."""
+        try:
+            result = self.work(self.token)
+            if hasattr(result, "__next__"):
+                for item in result:
+                    self.item_produced.emit(item)
+            elif result is not None:
+                self.item_produced.emit(result)
+            self.finished.emit()
+        except Exception as exc:  # the GUI shows the message; the traceback goes to stderr
+            traceback.print_exc()
+            self.failed.emit(str(exc) or type(exc).__name__, exc)
+        finally:
+            self.done.set()
+
+
+class _Runnable(QRunnable):
+    def __init__(self, task: Task) -> None:
+        super().__init__()
+        self.task = task
+        self.setAutoDelete(True)
+
+    def run(self) -> None:
+        self.task.run_here()
+
+
+class TaskRunner(QObject):
+    """Starts tasks on a thread pool and shuts them all down together."""
+
+    def __init__(self, parent: QObject | None = None, max_threads: int = 8) -> None:
+        super().__init__(parent)
+        self.pool = QThreadPool()
+        self.pool.setMaxThreadCount(max_threads)
+        self._tasks: set[Task] = set()
+        self._lock = threading.Lock()
+
+    def start(self, task: Task) -> Task:
+        with self._lock:
+            self._tasks.add(task)
+        task.finished.connect(lambda t=task: self._forget(t))
+        task.failed.connect(lambda *_a, t=task: self._forget(t))
+        self.pool.start(_Runnable(task))
+        return task
+
+    def run(self, work: Callable[[CancelToken], Any], name: str = "") -> Task:
+        return self.start(Task(work, name))
+
+    def _forget(self, task: Task) -> None:
+        with self._lock:
+            self._tasks.discard(task)
+
+    @property
+    def active(self) -> list[Task]:
+        with self._lock:
+            return [t for t in self._tasks if not t.done.is_set()]
+
+    def shutdown(self, timeout_ms: int = 15000) -> bool:
+        """Cancel every task and wait for the pool; True when all threads ended in time."""
+        for task in self.active:
+            task.cancel()
+        return self.pool.waitForDone(timeout_ms)
