@@ -62,3 +62,7 @@ def tiny_models() -> dict[str, os.PathLike]:
 @pytest.fixture(scope="session")
 def tiny_f16():
     return modelfactory.model_path("F16", modelfactory.TINY)
+
+
+# The Hub imitation's fixtures (hub, hub_repos), shared by every engineer's tests.
+from tests.hub_fixtures import hub, hub_repos  # noqa: E402, F401
