@@ -1,9 +1,9 @@
 """Generate small llama-architecture GGUF models and quantize them with llama.cpp's own quantizer.
 
-Used by the tests (tiny model, a few MB) and by ``bench/`` (medium model, ~200M parameters).  Weights
-are random with a fixed seed; the vocabulary is a SentencePiece-style one with byte fallback, so any
-text tokenizes; the metadata carries a ChatML chat template.  Files are cached by their parameters,
-so a test run generates each model once (and later runs reuse it).
+Used by the tests (tiny model, a few MB) and by ``bench/`` (medium model, ~200M parameters).  The F16
+base is written by ``app.core.synthetic_model`` (the app's ``--self-test`` uses it too; its names are
+re-exported here).  Files are cached by their parameters, so a test run generates each model once
+(and later runs reuse it).
 
 Quantization runs in a child Python process: the test process itself never imports llama_cpp, just
 like the app's GUI process.
@@ -11,165 +11,19 @@ like the app's GUI process.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+from app.core.synthetic_model import (  # noqa: F401 - re-exported
+    CHATML_TEMPLATE,
+    ModelShape,
+    _vocab,
+    write_f16_model,
+)
 
 QUANTS = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-_WORDS = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "you",
-    "that",
-    "it",
-    "he",
-    "was",
-    "for",
-    "on",
-    "are",
-    "as",
-    "with",
-    "his",
-    "they",
-    "at",
-    "be",
-    "this",
-    "have",
-    "from",
-    "or",
-    "one",
-    "had",
-    "by",
-    "word",
-    "but",
-    "not",
-    "what",
-    "all",
-    "were",
-    "we",
-    "when",
-    "your",
-    "can",
-    "said",
-    "there",
-    "use",
-    "an",
-    "each",
-    "which",
-    "she",
-    "do",
-    "how",
-    "their",
-    "if",
-    "will",
-    "up",
-    "other",
-    "about",
-    "out",
-    "many",
-    "then",
-    "them",
-    "these",
-    "so",
-    "some",
-    "her",
-    "would",
-    "make",
-    "like",
-    "him",
-    "into",
-    "time",
-    "has",
-    "look",
-    "two",
-    "more",
-    "write",
-    "go",
-    "see",
-    "number",
-    "no",
-    "way",
-    "could",
-    "people",
-    "my",
-    "than",
-    "first",
-    "water",
-    "been",
-    "call",
-    "who",
-    "oil",
-    "its",
-    "now",
-    "find",
-    "long",
-    "down",
-    "day",
-    "did",
-    "get",
-    "come",
-    "made",
-    "may",
-    "part",
-    "model",
-    "quant",
-    "memory",
-    "def",
-    "return",
-    "import",
-    "class",
-    "print",
-    "self",
-    "true",
-    "false",
-    "none",
-    "while",
-    "else",
-    "elif",
-    "for",
-    "range",
-    "list",
-    "dict",
-]
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """Hyper-parameters of a generated model; every matrix row is a multiple of 256 (K-quants)."""
-
-    n_vocab: int = 512
-    n_embd: int = 256
-    n_layer: int = 2
-    n_head: int = 4
-    n_head_kv: int = 2
-    n_ff: int = 512
-    n_ctx_train: int = 4096
-    weight_std: float = 0.3
-    seed: int = 1234
-    chat_template: str = CHATML_TEMPLATE
-    name: str = "quantdesk-test"
-
-    def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
-
-
 TINY = ModelShape()
 MEDIUM = ModelShape(
     n_vocab=32000,
@@ -187,94 +41,6 @@ def cache_root() -> Path:
     root = os.environ.get("QUANTDESK_TEST_MODELS")
     path = Path(root) if root else Path(__file__).resolve().parents[1] / ".cache" / "test-models"
     path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
-    # Token types as llama.cpp reads them: 1 normal, 2 unknown, 3 control, 6 byte.
-    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-    types = [2, 3, 3, 3, 3]
-    tokens += [f"<0x{i:02X}>" for i in range(256)]
-    types += [6] * 256
-    pieces: list[str] = ["\u2581"]
-    chars = [chr(c) for c in range(33, 127)]
-    pieces += chars
-    for word in _WORDS:
-        w = "\u2581" + word
-        pieces += [w[:i] for i in range(2, len(w) + 1)]  # every prefix, so SPM merges reach it
-    seen: set[str] = set()
-    unique = [p for p in pieces if not (p in seen or seen.add(p))]
-    rng = np.random.default_rng(7)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    while len(tokens) + len(unique) < n_vocab:
-        n = int(rng.integers(2, 7))
-        cand = "\u2581" + "".join(rng.choice(list(letters), n))
-        if cand not in seen:
-            seen.add(cand)
-            unique.append(cand)
-    unique = unique[: n_vocab - len(tokens)]
-    tokens += unique
-    types += [1] * len(unique)
-    # Longer pieces score higher, so the SPM merger prefers whole words.
-    scores = [0.0] * (5 + 256) + [float(len(p)) for p in unique]
-    return tokens, scores, types
-
-
-def write_f16_model(path: Path, shape: ModelShape) -> Path:
-    """Write an F16 GGUF (1-D norms stay F32) with random weights drawn from the shape's seed."""
-    import gguf
-
-    rng = np.random.default_rng(shape.seed)
-    hd = shape.n_embd // shape.n_head
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(shape.name)
-    w.add_context_length(shape.n_ctx_train)
-    w.add_embedding_length(shape.n_embd)
-    w.add_block_count(shape.n_layer)
-    w.add_feed_forward_length(shape.n_ff)
-    w.add_head_count(shape.n_head)
-    w.add_head_count_kv(shape.n_head_kv)
-    w.add_rope_dimension_count(hd)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16))
-    tokens, scores, types = _vocab(shape.n_vocab)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(4)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
-    w.add_chat_template(shape.chat_template)
-
-    def mat(rows: int, cols: int) -> np.ndarray:
-        # std scaled by fan-in keeps activations finite while outputs stay peaked (DESIGN.md 6)
-        std = shape.weight_std * (256 / cols) ** 0.5
-        return (rng.standard_normal((rows, cols), dtype=np.float32) * std).astype(np.float16)
-
-    def norm(n: int) -> np.ndarray:
-        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
-
-    e, kv = shape.n_embd, shape.n_head_kv * hd
-    w.add_tensor("token_embd.weight", mat(shape.n_vocab, e))
-    for i in range(shape.n_layer):
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", norm(e))
-        w.add_tensor(p + "attn_q.weight", mat(e, e))
-        w.add_tensor(p + "attn_k.weight", mat(kv, e))
-        w.add_tensor(p + "attn_v.weight", mat(kv, e))
-        w.add_tensor(p + "attn_output.weight", mat(e, e))
-        w.add_tensor(p + "ffn_norm.weight", norm(e))
-        w.add_tensor(p + "ffn_gate.weight", mat(shape.n_ff, e))
-        w.add_tensor(p + "ffn_up.weight", mat(shape.n_ff, e))
-        w.add_tensor(p + "ffn_down.weight", mat(e, shape.n_ff))
-    w.add_tensor("output_norm.weight", norm(e))
-    w.add_tensor("output.weight", mat(shape.n_vocab, e))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
     return path
 
 
