@@ -7,15 +7,28 @@ import sys
 import app
 
 
-def run_gui(argv: list[str]) -> int:
+def make_application(argv: list[str]):  # -> QApplication (typed loosely: Qt imports stay lazy)
+    """The one QApplication, with QuantDesk's names, icon and stylesheet."""
     from PySide6.QtWidgets import QApplication
 
-    from app.ui.main_window import MainWindow
+    from app.ui.widgets.icon import app_icon
+    from app.ui.widgets.style import apply_style
 
     qapp = QApplication.instance() or QApplication([sys.argv[0], *argv])
     qapp.setApplicationName(app.APP_NAME)
+    qapp.setApplicationDisplayName(app.APP_NAME)
     qapp.setApplicationVersion(app.__version__)
     qapp.setOrganizationName(app.APP_NAME)
+    qapp.setDesktopFileName("quantdesk")  # matches the .desktop entry from packaging/
+    qapp.setWindowIcon(app_icon())
+    apply_style(qapp)
+    return qapp
+
+
+def run_gui(argv: list[str]) -> int:
+    from app.ui.main_window import MainWindow
+
+    qapp = make_application(argv)
     window = MainWindow()
     window.show()
     return qapp.exec()

@@ -7,6 +7,8 @@ connected to a Task should belong to a widget: when the widget is deleted, Qt dr
 so a late result never touches a dead widget.
 
 :class:`TaskRunner` owns all tasks of the window and, on shutdown, cancels them and waits for them.
+:class:`LatestTask` keeps only the newest task of one kind (live re-plans): starting one cancels the
+previous one, and results of a superseded task are dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 
 class CancelToken:
@@ -76,6 +78,10 @@ class Task(QObject):
                 self.item_produced.emit(result)
             self.finished.emit()
         except Exception as exc:  # the GUI shows the message; the traceback goes to stderr
+            if self.token.cancelled:
+                # Work interrupted by our own cancel often ends in an exception; that is no failure.
+                self.finished.emit()
+                return
             traceback.print_exc()
             self.failed.emit(str(exc) or type(exc).__name__, exc)
         finally:
@@ -97,7 +103,8 @@ class TaskRunner(QObject):
 
     def __init__(self, parent: QObject | None = None, max_threads: int = 8) -> None:
         super().__init__(parent)
-        self.pool = QThreadPool()
+        # A child of the runner: deleting the window deletes the pool, which joins its threads.
+        self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(max_threads)
         self._tasks: set[Task] = set()
         self._lock = threading.Lock()
@@ -127,3 +134,64 @@ class TaskRunner(QObject):
         for task in self.active:
             task.cancel()
         return self.pool.waitForDone(timeout_ms)
+
+
+class LatestTask(QObject):
+    """Runs one task at a time for one purpose; a new start supersedes (and cancels) the old one.
+
+    Connect to this object's signals instead of the task's: they fire only for the current task,
+    so a slow, stale result can never overwrite a newer one.
+
+    Signals:
+        item_produced(object): an item from the current task.
+        finished(): the current task ended normally.
+        failed(str, object): the current task raised.
+    """
+
+    item_produced = Signal(object)
+    finished = Signal()
+    failed = Signal(str, object)
+
+    def __init__(self, runner: TaskRunner, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.runner = runner
+        self.current: Task | None = None
+
+    def start(self, work: Callable[[CancelToken], Any], name: str = "") -> Task:
+        self.cancel()
+        task = Task(work, name)
+        self.current = task
+        # Bound methods of this QObject: Qt drops the connections when the owner page goes away.
+        task.item_produced.connect(self._on_item)
+        task.finished.connect(self._on_finished)
+        task.failed.connect(self._on_failed)
+        return self.runner.start(task)
+
+    def cancel(self) -> None:
+        if self.current is not None:
+            self.current.cancel()
+            self.current = None
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None and not self.current.done.is_set()
+
+    def _is_current(self) -> bool:
+        return self.current is not None and self.sender() is self.current
+
+    @Slot(object)
+    def _on_item(self, item: Any) -> None:
+        if self._is_current():
+            self.item_produced.emit(item)
+
+    @Slot()
+    def _on_finished(self) -> None:
+        if self._is_current():
+            self.current = None
+            self.finished.emit()
+
+    @Slot(str, object)
+    def _on_failed(self, message: str, exc: object) -> None:
+        if self._is_current():
+            self.current = None
+            self.failed.emit(message, exc)

@@ -2,27 +2,33 @@
 
 Pages are listed once in :data:`PAGES` as ``(title, "module:Class")`` and built lazily on first
 visit; each page class takes ``(context: AppContext)``.  A page module that does not exist yet shows
-a placeholder, so pages can land one at a time.
+a placeholder, so pages can land one at a time.  Optional page hooks, all duck-typed:
+``page_shown()`` (each visit), ``new_chat()`` (Ctrl+N on the Chat page), ``shutdown()`` (window closes).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QLabel,
     QListWidget,
     QMainWindow,
+    QPushButton,
     QStackedWidget,
+    QVBoxLayout,
     QWidget,
 )
 
 import app
 from app.ui.bridge import TaskRunner
+from app.ui.widgets.cards import PlainLabel
+from app.ui.widgets.icon import app_icon
+from app.ui.widgets.style import apply_style
 
 PAGES: list[tuple[str, str]] = [
     ("Hardware", "app.ui.pages.hardware:HardwarePage"),
@@ -34,14 +40,37 @@ PAGES: list[tuple[str, str]] = [
     ("Settings", "app.ui.pages.settings:SettingsPage"),
 ]
 
+T = TypeVar("T")
+
+
+class AppEvents(QObject):
+    """Window-wide events pages publish and observe, so pages need not know each other.
+
+    Signals:
+        library_changed(): a model entered or left the library (download done, import, delete).
+        downloads_changed(): a transfer started, ended or changed state.
+        settings_changed(): the user saved settings.
+    """
+
+    library_changed = Signal()
+    downloads_changed = Signal()
+    settings_changed = Signal()
+
 
 class AppContext:
-    """What every page shares: the task runner and the main window (for page-to-page navigation)."""
+    """What every page shares: the task runner, window-wide events and the main window."""
 
     def __init__(self, window: MainWindow) -> None:
         self.window = window
         self.runner = TaskRunner(window)
+        self.events = AppEvents(window)
         self.services: dict[str, Any] = {}  # shared objects pages create once (library, chats...)
+
+    def service(self, name: str, factory: Callable[[], T]) -> T:
+        """The shared object ``name``, created by ``factory`` on first use (GUI thread only)."""
+        if name not in self.services:
+            self.services[name] = factory()
+        return self.services[name]
 
 
 class MainWindow(QMainWindow):
@@ -49,24 +78,62 @@ class MainWindow(QMainWindow):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setWindowTitle(app.APP_NAME)
+        apply_style()
+        self.setWindowTitle(f"{app.APP_NAME}")
+        self.setWindowIcon(app_icon())
         self.resize(1280, 800)
         self.context = AppContext(self)
+        self._closed = False
         self.sidebar = QListWidget()
-        self.sidebar.setFixedWidth(170)
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.stack = QStackedWidget()
         self.pages: dict[str, QWidget] = {}
         for title, _ in PAGES:
             self.sidebar.addItem(title)
             self.stack.addWidget(QWidget())  # replaced on first visit
+        self.setCentralWidget(self._layout())
+        self._add_actions()
+        self.sidebar.currentRowChanged.connect(self._on_page_selected)
+        self.sidebar.setCurrentRow(0)
+
+    def _layout(self) -> QWidget:
+        side = QWidget()
+        side.setObjectName("sidePanel")
+        side.setFixedWidth(190)
+        column = QVBoxLayout(side)
+        column.setContentsMargins(0, 0, 0, 8)
+        column.setSpacing(0)
+        column.addWidget(PlainLabel(app.APP_NAME, name="brand"))
+        column.addWidget(PlainLabel(f"version {app.__version__}", name="brandVersion"))
+        column.addWidget(self.sidebar, 1)
+        self.about_button = QPushButton(f"About {app.APP_NAME}")
+        self.about_button.setFlat(True)
+        self.about_button.clicked.connect(self.show_about)
+        column.addWidget(self.about_button)
+        # The sidebar list's background is the panel's, so the brand blends into it.
+        side.setStyleSheet("QWidget#sidePanel { background: palette(alternate-base); }")
+        side.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         central = QWidget()
         layout = QHBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.sidebar)
+        layout.setSpacing(0)
+        layout.addWidget(side)
         layout.addWidget(self.stack, 1)
-        self.setCentralWidget(central)
-        self.sidebar.currentRowChanged.connect(self._on_page_selected)
-        self.sidebar.setCurrentRow(0)
+        return central
+
+    def _add_actions(self) -> None:
+        new_chat = QAction("New chat", self)
+        new_chat.setShortcut(QKeySequence.StandardKey.New)
+        new_chat.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        new_chat.triggered.connect(self.new_chat)
+        about = QAction(f"About {app.APP_NAME}", self)
+        about.setShortcut(QKeySequence.StandardKey.HelpContents)
+        about.triggered.connect(self.show_about)
+        self.addActions([new_chat, about])
+        self.new_chat_action = new_chat
+
+    # --- navigation -------------------------------------------------------------------------
 
     def page(self, title: str) -> QWidget:
         """The page with this title, built now if it was not visited yet."""
@@ -85,6 +152,9 @@ class MainWindow(QMainWindow):
         self.sidebar.setCurrentRow(index)
         return self.page(title)
 
+    def current_title(self) -> str:
+        return PAGES[self.stack.currentIndex()][0]
+
     def _build(self, target: str, title: str) -> QWidget:
         module_name, cls_name = target.split(":")
         try:
@@ -92,7 +162,7 @@ class MainWindow(QMainWindow):
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
-            label = QLabel(f"{title} is coming soon.")
+            label = PlainLabel(f"{title} is coming soon.")
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             return label
         return getattr(module, cls_name)(self.context)
@@ -100,11 +170,33 @@ class MainWindow(QMainWindow):
     def _on_page_selected(self, row: int) -> None:
         if row < 0:
             return
-        self.page(PAGES[row][0])
+        widget = self.page(PAGES[row][0])
         self.stack.setCurrentIndex(row)
+        shown = getattr(widget, "page_shown", None)
+        if shown is not None:
+            shown()
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        """Stop everything before the window goes: tasks, downloads, engine processes."""
+    def new_chat(self) -> None:
+        """Ctrl+N: go to the Chat page and start a new conversation there."""
+        page = self.show_page("Chat")
+        start = getattr(page, "new_chat", None)
+        if start is not None:
+            start()
+
+    def show_about(self) -> None:
+        from app.ui.about import AboutDialog
+
+        dialog = AboutDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop everything: page work, tasks, downloads, engine processes (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         for widget in self.pages.values():
             shutdown = getattr(widget, "shutdown", None)
             if shutdown is not None:
@@ -114,4 +206,8 @@ class MainWindow(QMainWindow):
             close = getattr(service, "close", None)
             if close is not None:
                 close()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        """Stop everything before the window goes: tasks, downloads, engine processes."""
+        self.shutdown()
         super().closeEvent(event)

@@ -1,0 +1,1 @@
+"""Shared widgets: fit badges, stacked memory bars, cards, and the look of the whole window."""
