@@ -13,6 +13,7 @@ import app
 
 # One line per command module; each adds its subcommands to the parser.
 COMMAND_MODULES = [
+    "app.cli.gui",
     "app.cli.chat",
 ]
 
