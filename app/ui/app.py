@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import app
@@ -31,4 +32,9 @@ def run_gui(argv: list[str]) -> int:
     qapp = make_application(argv)
     window = MainWindow()
     window.show()
+    quit_after = os.environ.get("QUANTDESK_QUIT_AFTER_MS")  # smoke tests of a built bundle
+    if quit_after:
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(int(quit_after), window.close)  # closeEvent cleans up, as for a user
     return qapp.exec()
