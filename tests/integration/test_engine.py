@@ -68,40 +68,43 @@ def test_cancel_stops_a_long_reply_and_engine_stays_usable(engine, tiny_models):
     received_after_cancel = 0
     cancelled = False
     stats = None
-    for item in engine.chat(HELLO, max_tokens=1500, sampling=GREEDY):
+    for item in engine.chat(HELLO, max_tokens=1500, sampling=GREEDY, ignore_eos=True):
         if isinstance(item, GenerationStats):
             stats = item
         elif cancelled:
             received_after_cancel += 1
         else:
-            if len(item) and not cancelled and item:
-                engine.cancel()
-                cancelled = True
+            engine.cancel()
+            cancelled = True
     assert stats is not None and stats.stop_reason == "cancelled"
-    assert received_after_cancel <= 2
+    assert received_after_cancel <= 5  # host.STREAM_WINDOW + the token being sampled
     assert stats.tokens < 10
-    _, again = _collect(engine.chat(HELLO, max_tokens=8, sampling=GREEDY))
+    _, again = _collect(engine.chat(HELLO, max_tokens=8, sampling=GREEDY, ignore_eos=True))
     assert again.tokens == 8 and again.stop_reason == "length"
 
 
 def test_breaking_out_of_a_stream_leaves_the_engine_clean(engine, tiny_models):
     engine.load(tiny_models["Q4_0"], n_ctx=2048)
-    for _ in engine.chat(HELLO, max_tokens=1500, sampling=GREEDY):
+    for _ in engine.chat(HELLO, max_tokens=1500, sampling=GREEDY, ignore_eos=True):
         break  # the consumer walks away mid-reply
-    _, stats = _collect(engine.chat(HELLO, max_tokens=5, sampling=GREEDY))
+    _, stats = _collect(engine.chat(HELLO, max_tokens=5, sampling=GREEDY, ignore_eos=True))
     assert stats.tokens == 5
 
 
 def test_sigkill_is_reported_and_a_fresh_load_works(engine, tiny_models):
     engine.load(tiny_models["Q8_0"], n_ctx=512)
     with pytest.raises(EngineCrashed) as err:
-        for i, _item in enumerate(engine.chat(HELLO, max_tokens=1000, sampling=GREEDY)):
+        for i, _item in enumerate(
+            engine.chat(HELLO, max_tokens=1000, sampling=GREEDY, ignore_eos=True)
+        ):
             if i == 2:
                 os.kill(engine.pid, signal.SIGKILL)
     assert "SIGKILL" in str(err.value) and err.value.exitcode == -signal.SIGKILL
     assert not engine.alive
     engine.load(tiny_models["Q8_0"], n_ctx=512)
-    assert _collect(engine.chat(HELLO, max_tokens=4, sampling=GREEDY))[1].tokens == 4
+    assert (
+        _collect(engine.chat(HELLO, max_tokens=4, sampling=GREEDY, ignore_eos=True))[1].tokens == 4
+    )
 
 
 def test_abort_inside_llama_cpp_is_reported_and_a_fresh_load_works(engine, tiny_models):
@@ -112,7 +115,9 @@ def test_abort_inside_llama_cpp_is_reported_and_a_fresh_load_works(engine, tiny_
     message = str(err.value)
     assert "aborted inside llama.cpp" in message and "deliberate abort" in message
     engine.load(tiny_models["Q8_0"], n_ctx=512)
-    assert _collect(engine.chat(HELLO, max_tokens=3, sampling=GREEDY))[1].tokens == 3
+    assert (
+        _collect(engine.chat(HELLO, max_tokens=3, sampling=GREEDY, ignore_eos=True))[1].tokens == 3
+    )
 
 
 def _bad_copy(src: Path, dst: Path, how: str) -> Path:
@@ -142,7 +147,9 @@ def test_bad_files_give_a_clear_message(engine, tiny_models, tmp_path, how, word
     assert not isinstance(err.value, EngineCrashed)
     assert err.value.kind == "load" and words in str(err.value)
     engine.load(tiny_models["Q4_0"], n_ctx=512)  # the same engine carries on
-    assert _collect(engine.chat(HELLO, max_tokens=2, sampling=GREEDY))[1].tokens == 2
+    assert (
+        _collect(engine.chat(HELLO, max_tokens=2, sampling=GREEDY, ignore_eos=True))[1].tokens == 2
+    )
 
 
 def test_missing_file_is_a_clear_error(engine, tmp_path):

@@ -83,6 +83,7 @@ class Engine:
         self._proc: Any = None
         self._conn: Any = None
         self._cancel = self._ctx.Event()
+        self._consumed = self._ctx.RawValue("q", 0)  # stream flow control, see host.STREAM_WINDOW
         self._send_lock = threading.Lock()
         self._log_dir = log_dir
         self.log_path: Path | None = None
@@ -111,7 +112,7 @@ class Engine:
         self._cancel.clear()
         self._proc = self._ctx.Process(
             target=host.main,
-            args=(child, self._cancel, str(self.log_path)),
+            args=(child, self._cancel, self._consumed, str(self.log_path)),
             name="quantdesk-engine",
             daemon=True,
         )
@@ -224,12 +225,14 @@ class Engine:
     def generate(self, request: GenerateRequest) -> Iterator[str | GenerationStats]:
         """Yield text pieces as they are sampled, then the :class:`GenerationStats`."""
         self._cancel.clear()
+        self._consumed.value = 0
         rid = self._send(request)
         finished = False
         try:
             while True:
                 msg = self._recv(None)
                 if isinstance(msg, Token) and msg.id == rid:
+                    self._consumed.value = msg.token
                     yield msg.text
                 elif isinstance(msg, Done) and msg.id == rid:
                     finished = True
@@ -261,9 +264,14 @@ class Engine:
         max_tokens: int = 512,
         sampling: Sampling | None = None,
         stream: bool = True,
+        ignore_eos: bool = False,
     ) -> Iterator[str | GenerationStats]:
         req = GenerateRequest(
-            messages=messages, max_tokens=max_tokens, sampling=sampling or Sampling(), stream=stream
+            messages=messages,
+            max_tokens=max_tokens,
+            sampling=sampling or Sampling(),
+            stream=stream,
+            ignore_eos=ignore_eos,
         )
         return self.generate(req)
 

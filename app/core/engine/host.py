@@ -61,12 +61,16 @@ def current_rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+STREAM_WINDOW = 4  # tokens sent but not yet read by the parent
+
+
 class State:
     """What the child holds: the llama_cpp module, the loaded model, captured llama.cpp log."""
 
-    def __init__(self, conn: Any, cancel: Any) -> None:
+    def __init__(self, conn: Any, cancel: Any, consumed: Any) -> None:
         self.conn = conn
         self.cancel = cancel
+        self.consumed = consumed  # shared counter: tokens the parent has read
         self.llm: Any = None
         self.load: LoadRequest | None = None
         self.formatter: Any = None
@@ -209,8 +213,8 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
     n_gen, reason = 0, "length"
     t0 = time.perf_counter()
     t_first = t_last = t0
-    is_eog = llm._model.token_is_eog if hasattr(llm._model, "token_is_eog") else None
-    eos = llm.token_eos()
+    vocab = llm._model.vocab
+    lc = state.llama_cpp
     for tok in llm.generate(
         tokens,
         temp=s.temperature,
@@ -224,7 +228,7 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         if n_gen == 0:
             t_first = now
         t_last = now
-        if is_eog(tok) if is_eog else tok == eos:
+        if not req.ignore_eos and lc.llama_vocab_is_eog(vocab, tok):
             reason = "eos"
             break
         n_gen += 1
@@ -233,7 +237,7 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         if emit:
             text += emit
             if req.stream:
-                state.conn.send(Token(rid, emit, tok))
+                state.conn.send(Token(rid, emit, n_gen))
         if hit:
             reason = "eos"
             break
@@ -242,6 +246,8 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
             break
         if n_gen >= req.max_tokens:
             break
+        if req.stream:
+            _wait_for_reader(state, n_gen)
         if len(tokens) + n_gen >= n_ctx:
             reason = "context"
             break
@@ -263,6 +269,16 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         stop_reason=reason,
         peak_rss_bytes=peak_rss(),
     )
+
+
+def _wait_for_reader(state: State, n_sent: int) -> None:
+    """Stay at most STREAM_WINDOW tokens ahead of the parent, so a cancel lands within a few.
+
+    A real model is far slower than the parent's reader and never waits here; a fast one (or a
+    parent starved of CPU) would otherwise fill the pipe with tokens the user asked to stop.
+    """
+    while n_sent - state.consumed.value >= STREAM_WINDOW and not state.cancel.is_set():
+        time.sleep(0.0005)
 
 
 def _split_stop(pending: str, stops: list[str]) -> tuple[str, str, bool]:
@@ -311,7 +327,7 @@ def _dispatch(state: State, rid: int, body: Any) -> Any:
     return getattr(importlib.import_module(module), func)(state, body)
 
 
-def main(conn: Any, cancel: Any, log_path: str) -> None:
+def main(conn: Any, cancel: Any, consumed: Any, log_path: str) -> None:
     """Entry point of the child process."""
     try:
         log = open(log_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
@@ -319,7 +335,7 @@ def main(conn: Any, cancel: Any, log_path: str) -> None:
         sys.stderr = log
     except OSError:
         pass
-    state = State(conn, cancel)
+    state = State(conn, cancel, consumed)
     while True:
         try:
             msg = conn.recv()

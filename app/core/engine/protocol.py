@@ -56,19 +56,26 @@ class GenerateRequest:
     max_tokens: int = 512
     sampling: Sampling = field(default_factory=Sampling)
     stream: bool = True
+    ignore_eos: bool = False  # benchmarks and tests: always generate max_tokens
 
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """Teacher-force ``tokens``; compare the next-token distributions against ``reference``.
+    """Teacher-force a token sequence; compare the next-token distributions against ``reference``.
 
-    With ``reference`` None the child returns its own log-probabilities (float16, compressed) so
-    the parent can hand them to other variants; only those results cross the process boundary.
+    The sequence is ``tokens``, or -- when ``messages`` is given -- the chat prompt formatted by the
+    model's template followed by ``reply`` (scoring then starts at the reply).  Predictions of the
+    tokens from index ``start`` on are scored.  With ``reference`` None the child returns its own
+    top-``top_k`` log-probabilities (see app.core.quality) so the parent can hand them to the other
+    variants; only those results cross the process boundary, never logits.  Answer: ScoreResult.
     """
 
-    tokens: list[int]
+    tokens: list[int] = field(default_factory=list)
     start: int = 1
     reference: bytes | None = None
+    top_k: int = 64
+    messages: list[dict[str, str]] | None = None
+    reply: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,8 @@ class GenerationStats:
 
 @dataclass(frozen=True)
 class Token:
+    """A streamed piece of text; ``token`` is the count of tokens generated so far."""
+
     id: int
     text: str
     token: int

@@ -1,0 +1,108 @@
+"""Engine-child handler for :class:`DryRunRequest`: llama.cpp's own memory plan, no weights loaded.
+
+The model is opened with ``no_alloc`` (tensors are described, never allocated or read) and mmap
+off -- with mmap on, llama.cpp aborts on ``GGML_ASSERT(!ml.no_alloc)``, which is one reason this runs
+in the engine child.  A context is then created with the settings a real load would use (the same
+batch sizes and flash-attention choice as ``host._load``), and the log lines llama.cpp prints while
+reserving its buffers are parsed: compute and output buffers per device, the KV cache size, and the
+names of the weight buffers (which tell which CPU repacking buffers this build and CPU use).
+The file may be a header-only sparse file: nothing past the header is read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from app.core.engine.host import RequestError, State, current_rss
+from app.core.engine.protocol import DryRunRequest
+from app.core.fit import DryRun
+
+_MIB = 1024 * 1024
+_BUFFER = re.compile(r"(\S+)\s+(model|compute|output|KV) buffer size\s*=\s*([\d.]+)\s*MiB")
+_KV_SIZE = re.compile(r"llama_kv_cache(?:_\w+)?: size =\s*([\d.]+)\s*MiB \(\s*\d+ cells")
+_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+_HOST_MODEL_BUFFERS = {"CPU", "CPU_Mapped"}
+
+
+def handle(state: State, req: DryRunRequest) -> DryRun:
+    lc = state.llama_cpp
+    if not os.path.exists(req.path):
+        raise RequestError(f"no such file: {req.path}", "load")
+    if req.type_k not in _KV_TYPES or req.type_v not in _KV_TYPES:
+        raise RequestError(f"unknown KV cache type {req.type_k}/{req.type_v}")
+    base = getattr(state, "dryrun_base_rss", None)
+    if base is None and state.llm is None:
+        # The runtime's own footprint (interpreter, llama.cpp libraries) before any model: part
+        # of what a real load needs resident.  Measured once, before dry runs add their crumbs.
+        base = current_rss()
+        state.dryrun_base_rss = base  # type: ignore[attr-defined]
+    first = len(state.log_lines)
+    mp = lc.llama_model_default_params()
+    mp.n_gpu_layers = req.n_gpu_layers
+    mp.no_alloc = True
+    mp.load_mode = lc.LLAMA_LOAD_MODE_NONE
+    model = lc.llama_model_load_from_file(req.path.encode(), mp)
+    if not model:
+        raise RequestError(f"llama.cpp could not read {os.path.basename(req.path)}", "load")
+    try:
+        cp = lc.llama_context_default_params()
+        # Same derivation as llama_cpp.Llama (what host._load uses), so the buffers match a load.
+        n_batch = min(req.n_ctx, req.n_batch)
+        cp.n_ctx = req.n_ctx
+        cp.n_batch = n_batch
+        cp.n_ubatch = min(n_batch, req.n_ubatch)
+        cp.type_k = _KV_TYPES[req.type_k]
+        cp.type_v = _KV_TYPES[req.type_v]
+        cp.flash_attn_type = (
+            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if req.type_v != "f16"
+            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        ctx = lc.llama_init_from_model(model, cp)
+        if not ctx:
+            raise RequestError(
+                f"llama.cpp could not plan a context of {req.n_ctx} tokens", "request"
+            )
+        lc.llama_free(ctx)
+    finally:
+        lc.llama_model_free(model)
+    return parse_log(state.log_lines[first:], base or 0)
+
+
+def parse_log(lines: list[str], base_rss: int = 0) -> DryRun:
+    """Buffers from llama.cpp's log of one load (dry or real)."""
+    compute: dict[str, int] = {}
+    output = 0
+    kv = 0
+    model_buffers: list[str] = []
+    for line in lines:
+        m = _BUFFER.search(line)
+        if m:
+            name, kind, mib = m.group(1), m.group(2), float(m.group(3))
+            size = int(round(mib * _MIB))
+            if kind == "compute":
+                compute[name] = compute.get(name, 0) + size
+            elif kind == "output":
+                output += size
+            elif kind == "model" and name not in model_buffers:
+                model_buffers.append(name)
+            continue
+        k = _KV_SIZE.search(line)
+        if k:
+            kv += int(round(float(k.group(1)) * _MIB))
+    extras = tuple(n for n in model_buffers if n not in _HOST_MODEL_BUFFERS and _host_extra(n))
+    gpu = any(not (d.upper().startswith("CPU") or d.endswith("_Host")) for d in compute)
+    return DryRun(
+        compute=compute,
+        output_bytes=output,
+        kv_bytes=kv,
+        extra_buffers=extras,
+        base_rss_bytes=base_rss,
+        measured_gpu=gpu,
+    )
+
+
+def _host_extra(name: str) -> bool:
+    # CPU extra buffer types (AMX, CPU_REPACK, KLEIDIAI, ...) versus device buffers (CUDA0, Metal).
+    return not re.match(r"^(CUDA|Metal|MTL|Vulkan|ROCm|SYCL|CANN|OpenCL|RPC)", name)
