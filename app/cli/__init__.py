@@ -15,6 +15,8 @@ import app
 COMMAND_MODULES = [
     "app.cli.gui",
     "app.cli.chat",
+    "app.cli.hw",
+    "app.cli.plan",
 ]
 
 

@@ -101,6 +101,8 @@ class ModelSpec:
     data_offset: int = 0
     header_bytes_read: int = 0
     file_sizes: list[int] = field(default_factory=list)
+    # The header itself (kept by read_url): enough to rebuild a header-only file for a dry run.
+    raw_header: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def chat_template(self) -> str | None:
@@ -374,9 +376,10 @@ def read_url(url: str, *, headers: dict[str, str] | None = None, timeout: float 
         return body
 
     try:
-        spec, _ = _read_progressively(fetch, None, url.rsplit("/", 1)[-1])
+        spec, data = _read_progressively(fetch, None, url.rsplit("/", 1)[-1])
     except OSError as exc:
         raise GGUFError(f"cannot read the header of {url}: {exc}") from exc
+    spec.raw_header = data[: spec.data_offset]
     spec.header_bytes_read = total
     return spec
 

@@ -1,0 +1,198 @@
+"""``quantdesk plan MODEL`` and ``quantdesk recommend REPO``: will it fit, before downloading it.
+
+``plan`` takes a local .gguf or an http(s) URL (only the header is read).  ``recommend`` takes a Hub
+repo id (variants listed by app.core.hub, headers read over HTTP Range) or a local folder of
+variants.  Both run llama.cpp dry runs in one engine child; budgets come from this machine unless
+``--ram-budget`` / ``--vram-budget`` ask "what if".
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import fail, human_bytes, print_json
+from app.core.dryrun import DryRunner
+from app.core.fit import KV_TYPES, Budget, OffloadPlan, plan_offload
+from app.core.gguf_header import GGUFError, ModelSpec, read_spec
+from app.core.hardware import HardwareProfile, detect
+from app.core.recommend import Recommendation, budget_for, fit_variant, recommend
+
+_FIRST_OR_SINGLE = re.compile(r"(?<!-\d{5}-of-\d{5})\.gguf$|-00001-of-\d{5}\.gguf$", re.IGNORECASE)
+
+
+def _bytes(text: str) -> int:
+    """``12G``, ``512M``, ``8GiB`` or plain bytes."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use bytes, or e.g. 12G, 512M)")
+    scale = 1024 ** "BKMGT".index(m.group(2).upper() or "B")
+    return int(float(m.group(1)) * scale)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    p.add_argument("--ram-budget", type=_bytes, help="RAM to plan for (what-if), e.g. 16G")
+    p.add_argument(
+        "--vram-budget", type=_bytes, help="VRAM to plan for (what-if), e.g. 12G; 0: none"
+    )
+    p.add_argument(
+        "--cache-type", default="f16", choices=sorted(KV_TYPES), help="KV cache type (K and V)"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="memory plan for a model (local file or URL) before loading it")
+    p.add_argument("model", help="a .gguf file or an http(s) URL")
+    _common(p)
+    p.set_defaults(func=run_plan)
+    r = sub.add_parser("recommend", help="which variant of a repo fits this machine best")
+    r.add_argument("repo", help="a Hub repo id (owner/name) or a local folder of .gguf variants")
+    _common(r)
+    r.set_defaults(func=run_recommend)
+
+
+def _budget(args: argparse.Namespace) -> tuple[HardwareProfile, Budget]:
+    profile = detect()
+    return profile, budget_for(profile, args.ram_budget, args.vram_budget)
+
+
+def _budget_json(b: Budget) -> dict[str, Any]:
+    return {
+        "ram_bytes": b.ram_bytes,
+        "vram_bytes": b.vram_bytes,
+        "unified": b.unified,
+        "ram_usable_bytes": b.ram_usable,
+        "vram_usable_bytes": b.vram_usable,
+    }
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    if args.ctx < 1:
+        return fail("--ctx must be a positive number of tokens")
+    try:
+        spec = read_spec(args.model)
+    except GGUFError as exc:
+        return fail(str(exc))
+    profile, budget = _budget(args)
+    with DryRunner() as runner:
+        try:
+            fn = runner.dry_fn(
+                args.model, spec, args.cache_type, args.cache_type, profile.gpu_build
+            )
+            offload = plan_offload(spec, budget, fn, args.ctx, args.cache_type, args.cache_type)
+        except (GGUFError, OSError) as exc:
+            return fail(str(exc))
+        except Exception as exc:  # EngineError: llama.cpp refused the header
+            return fail(f"llama.cpp could not plan this model: {exc}")
+    out = {
+        "model": args.model,
+        "quant": spec.quant,
+        "architecture": spec.architecture,
+        "n_ctx_train": spec.n_ctx_train,
+        "bits_per_weight": round(spec.bits_per_weight, 3),
+        **offload.to_json(),
+        "budget": _budget_json(budget),
+        "notes": offload.plan.notes + profile.warnings,
+    }
+    if args.json:
+        print_json(out)
+    else:
+        _print_plan(spec, offload, budget, profile)
+    return 0
+
+
+def _print_plan(spec: ModelSpec, o: OffloadPlan, b: Budget, profile: HardwareProfile) -> None:
+    p = o.plan
+    hb = human_bytes
+    print(
+        f"{spec.name or spec.source}: {spec.architecture}, {spec.quant}, {spec.bits_per_weight:.2f} bits/weight"
+    )
+    print(f"verdict:  {o.verdict} -- {o.reason}")
+    print(
+        f"context:  {p.n_ctx} tokens (largest that fits this way: {o.max_ctx}; trained: {spec.n_ctx_train})"
+    )
+    print(f"offload:  {p.n_gpu_layers} of {p.n_layers_total} layers")
+    print(
+        f"weights:  {hb(p.weights_bytes)} ({hb(p.weights_cpu_bytes)} CPU, {hb(p.weights_gpu_bytes)} GPU)"
+    )
+    print(f"KV cache: {hb(p.kv_bytes)} ({p.type_k}/{p.type_v})")
+    print(
+        f"compute:  {hb(p.compute_bytes)}; output {hb(p.output_bytes)}; runtime {hb(p.overhead_bytes)}"
+    )
+    print(
+        f"RAM:      {hb(p.ram_bytes)} resident (peak while loading {hb(p.peak_ram_bytes)}) of {hb(b.ram_usable)} usable"
+    )
+    print(f"VRAM:     {hb(p.vram_bytes)} of {hb(b.vram_usable)} usable")
+    for n in p.notes + profile.warnings:
+        print(f"note:     {n}")
+
+
+# ---- recommend ----------------------------------------------------------------------------------
+def _local_variants(folder: Path) -> list[tuple[str, str, dict[str, str] | None]]:
+    files = sorted(f for f in folder.iterdir() if f.is_file() and _FIRST_OR_SINGLE.search(f.name))
+    return [(f.name, str(f), None) for f in files]
+
+
+def _hub_variants(repo: str) -> list[tuple[str, str, dict[str, str] | None]]:
+    from app.core import hub
+
+    headers = hub.request_headers()
+    return [
+        (v.file, hub.file_url(repo, v.file, v.commit), headers) for v in hub.list_variants(repo)
+    ]
+
+
+def plan_repo(
+    repo: str, budget: Budget, n_ctx: int, cache_type: str, gpu_build: bool, runner: DryRunner
+) -> Recommendation:
+    """Recommendation for every variant of a Hub repo or a local folder (headers read in parallel)."""
+    folder = Path(repo)
+    sources = _local_variants(folder) if folder.is_dir() else _hub_variants(repo)
+    if not sources:
+        raise GGUFError(f"no .gguf variants in {repo}")
+
+    def header(item: tuple[str, str, dict[str, str] | None]) -> ModelSpec:
+        return read_spec(item[1], headers=item[2])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        specs = list(pool.map(header, sources))
+    fits = []
+    for (name, source, headers), spec in zip(sources, specs, strict=True):
+        fn = runner.dry_fn(source, spec, cache_type, cache_type, gpu_build, headers)
+        fits.append(fit_variant(name, spec, fn, budget, n_ctx, cache_type, cache_type))
+    return recommend(fits, budget)
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    if args.ctx < 1:
+        return fail("--ctx must be a positive number of tokens")
+    profile, budget = _budget(args)
+    with DryRunner() as runner:
+        try:
+            rec = plan_repo(args.repo, budget, args.ctx, args.cache_type, profile.gpu_build, runner)
+        except GGUFError as exc:
+            return fail(str(exc))
+        except Exception as exc:  # HubError and friends carry a message for people
+            return fail(str(exc))
+    if args.json:
+        print_json({**rec.to_json(), "n_ctx": args.ctx, "budget": _budget_json(budget)})
+        return 0
+    print(
+        f"{'file':<44} {'quant':<8} {'size':>9} {'verdict':<12} {'layers':>7} {'RAM':>9} {'VRAM':>9}"
+    )
+    for v in rec.variants:
+        p = v.offload.plan
+        mark = "*" if v is rec.recommended else " "
+        print(
+            f"{mark}{v.file[:43]:<43} {v.quant:<8} {human_bytes(v.size_bytes):>9} {v.verdict:<12} "
+            f"{p.n_gpu_layers:>3}/{p.n_layers_total:<3} {human_bytes(p.ram_bytes):>9} "
+            f"{human_bytes(p.vram_bytes):>9}"
+        )
+    print(f"\nrecommended: {rec.recommended.file if rec.recommended else 'none'}")
+    print(f"why: {rec.reason}")
+    return 0

@@ -1,0 +1,437 @@
+"""Memory plan for a model before it is loaded: weights, KV cache, compute buffers, and the planner.
+
+The figures mirror llama.cpp (0.3.36's vendored build, DESIGN.md section 4):
+
+* weights come from the header, tensor by tensor (exact ggml sizes);
+* the KV cache is ``cells x (row(type_k, head_dim_k x n_head_kv) + row(type_v, ...))`` per layer,
+  cells = n_ctx padded to 256 (sliding-window layers keep ``min(n_ctx, n_swa + n_ubatch)``);
+* compute and output buffers are *not* modelled: a llama.cpp dry run (``no_alloc``) on a header-only
+  file reports them exactly (:class:`DryRun`, produced by ``app.core.engine.host_dryrun``);
+* what must stay resident in RAM accounts for CPU weight repacking: tensors that llama.cpp copies
+  into an "extra" CPU buffer (AMX, CPU_REPACK) live in anonymous memory, and their mmap'd file pages
+  are not read again after loading; every other CPU tensor is read through the mapping and must stay
+  in the page cache.
+
+The planner picks the largest ``n_gpu_layers`` that fits a VRAM budget less a margin, and the
+largest context that fits.  ``n_gpu_layers`` follows llama.cpp: ``k >= 1`` puts the output layer and
+the last ``k - 1`` repeating layers on the GPU, so ``n_layer + 1`` means everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from app.core.gguf_header import ModelSpec
+
+GIB = 1 << 30
+MIB = 1 << 20
+CTX_STEP = 256  # llama.cpp pads the KV cache to 256 cells
+# (elements per block, bytes per block) of the KV cache types llama.cpp accepts.
+KV_TYPES: dict[str, tuple[int, int]] = {
+    "f32": (1, 4),
+    "f16": (1, 2),
+    "bf16": (1, 2),
+    "q8_0": (32, 34),
+    "q4_0": (32, 18),
+    "q4_1": (32, 20),
+    "q5_0": (32, 22),
+    "q5_1": (32, 24),
+    "iq4_nl": (32, 18),
+}
+# CPU "extra" buffer types: which weight types llama.cpp copies into them and the size of the copy
+# relative to the file bytes.  Measured on this build (llama-cpp-python 0.3.36, ggml 0.25.3) by
+# loading the generated models at every quant: the AMX buffer takes F16 and the AMX-kernel quants
+# (Q8_0 grows by 4 bytes per 32-block for its s8s8 compensation); CPU_REPACK takes what is left of
+# Q4_0/Q4_K/IQ4_NL/Q2_K.  Which of them a machine uses is read from the dry run's log.
+EXTRA_BUFFERS: dict[str, dict[str, float]] = {
+    "AMX": {
+        "F16": 1.0,
+        "Q4_0": 1.0,
+        "Q4_1": 1.0,
+        "Q8_0": 38 / 34,
+        "Q4_K": 1.0,
+        "Q5_K": 1.0,
+        "Q6_K": 1.0,
+        "IQ4_XS": 1.0,
+    },
+    "CPU_REPACK": {"Q4_0": 1.0, "Q4_K": 1.0, "IQ4_NL": 1.0, "Q2_K": 1.0},
+}
+DEFAULT_VRAM_MARGIN = GIB  # llama.cpp's own --fit keeps 1 GiB free on each GPU
+DEFAULT_RAM_MARGIN = 512 * MIB  # the OS, the GUI and the page cache of other programs
+FULL_GPU_HOST_COMPUTE_NOTE = (
+    "GPU compute buffer estimated from the CPU dry run (same graph, same tensor sizes), as "
+    "llama.cpp's own fit does when it cannot measure the device"
+)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a llama.cpp dry run reported for one (file, context, offload, cache type)."""
+
+    compute: dict[str, int]  # device name (CPU, CUDA0, Metal, CUDA_Host, ...) -> bytes
+    output_bytes: int
+    kv_bytes: int  # llama.cpp's "KV ... size" line: the cache it would allocate
+    extra_buffers: tuple[str, ...]  # CPU extra buffer types used by this build ("AMX", ...)
+    base_rss_bytes: int = 0  # resident memory of an engine child with no model (runtime, libs)
+    measured_gpu: bool = False  # the compute figures came from a GPU build
+
+    @property
+    def compute_bytes(self) -> int:
+        return sum(self.compute.values())
+
+    @property
+    def cpu_compute_bytes(self) -> int:
+        return sum(v for k, v in self.compute.items() if _is_host(k))
+
+    @property
+    def gpu_compute_bytes(self) -> int:
+        return sum(v for k, v in self.compute.items() if not _is_host(k))
+
+
+def _is_host(device: str) -> bool:
+    return device.upper().startswith("CPU") or device.endswith("_Host")
+
+
+def pad_ctx(n_ctx: int) -> int:
+    return max(CTX_STEP, (n_ctx + CTX_STEP - 1) // CTX_STEP * CTX_STEP)
+
+
+def _row(type_name: str, n: int) -> int:
+    try:
+        block, size = KV_TYPES[type_name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown KV cache type {type_name!r} (use one of {', '.join(KV_TYPES)})"
+        ) from None
+    if n % block:
+        raise ValueError(f"KV cache type {type_name} needs rows that are multiples of {block}")
+    return n // block * size
+
+
+def kv_layer_bytes(
+    spec: ModelSpec, n_ctx: int, type_k: str = "f16", type_v: str = "f16", n_ubatch: int = 512
+) -> list[int]:
+    """Bytes of the KV cache of each repeating layer, as llama.cpp allocates it."""
+    full = pad_ctx(n_ctx)
+    out = []
+    for il in range(spec.n_layer):
+        heads = spec.n_head_kv_of(il)
+        cells = full
+        if spec.n_swa and _is_swa_layer(spec, il):
+            cells = min(full, pad_ctx(spec.n_swa + n_ubatch))
+        k = _row(type_k, spec.head_dim_k * heads)
+        v = _row(type_v, spec.head_dim_v * heads)
+        out.append(cells * (k + v) if heads else 0)
+    return out
+
+
+def _is_swa_layer(spec: ModelSpec, il: int) -> bool:
+    pattern = spec.metadata.get(f"{spec.architecture}.attention.sliding_window_pattern")
+    if isinstance(pattern, list):
+        return bool(pattern[il]) if il < len(pattern) else False
+    if isinstance(pattern, int) and pattern > 0:
+        return (il + 1) % pattern != 0  # every pattern-th layer is a global one
+    return True
+
+
+def kv_bytes(spec: ModelSpec, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
+    return sum(kv_layer_bytes(spec, n_ctx, type_k, type_v))
+
+
+def extra_buffer_of(
+    tensor_name: str, type_name: str, shape: tuple[int, ...], extras: tuple[str, ...]
+):
+    """Which CPU extra buffer (and size factor) llama.cpp would put a CPU tensor in, or None."""
+    # Only matrix-multiplication weights are repacked; token_embd is read with GET_ROWS.
+    if len(shape) < 2 or tensor_name.startswith("token_embd"):
+        return None
+    for name in extras:
+        factor = EXTRA_BUFFERS.get(name, {}).get(type_name)
+        if factor is not None:
+            return name, factor
+    return None
+
+
+@dataclass
+class MemoryPlan:
+    """Every figure of one configuration, in bytes, and the notes that explain estimates."""
+
+    n_ctx: int
+    n_gpu_layers: int
+    n_layers_total: int  # n_layer + 1 (the output layer counts, as in llama.cpp)
+    type_k: str
+    type_v: str
+    weights_bytes: int
+    weights_cpu_bytes: int
+    weights_gpu_bytes: int
+    repacked_bytes: int  # anonymous copies in CPU extra buffers
+    mapped_resident_bytes: int  # CPU tensors read through mmap, must stay in the page cache
+    kv_bytes: int
+    kv_cpu_bytes: int
+    kv_gpu_bytes: int
+    compute_bytes: int
+    compute_cpu_bytes: int
+    compute_gpu_bytes: int
+    output_bytes: int
+    overhead_bytes: int
+    ram_bytes: int  # what must stay resident in system RAM
+    vram_bytes: int
+    peak_ram_bytes: int  # while loading: the whole file is read through the page cache once
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gpu_layer_set(n_layer: int, n_gpu_layers: int) -> tuple[set[int], bool]:
+    """Repeating layers on the GPU and whether the output layer is there, as llama.cpp assigns."""
+    ngl = max(0, min(n_gpu_layers, n_layer + 1))
+    start = n_layer + 1 - ngl
+    return {il for il in range(n_layer) if il >= start}, ngl >= 1
+
+
+def plan_memory(
+    spec: ModelSpec,
+    dry: DryRun,
+    n_ctx: int,
+    n_gpu_layers: int = 0,
+    type_k: str = "f16",
+    type_v: str = "f16",
+    n_ubatch: int = 512,
+) -> MemoryPlan:
+    """The memory a load of ``spec`` with these settings needs, split into RAM and VRAM."""
+    notes: list[str] = []
+    gpu_layers, output_on_gpu = _gpu_layer_set(spec.n_layer, n_gpu_layers)
+    w_cpu = w_gpu = repacked = mapped = 0
+    for t in spec.tensors:
+        layer = t.layer
+        on_gpu = (
+            (layer in gpu_layers)
+            if layer is not None
+            else (output_on_gpu and not t.name.startswith("token_embd"))
+        )
+        if on_gpu:
+            w_gpu += t.nbytes
+            continue
+        w_cpu += t.nbytes
+        extra = extra_buffer_of(t.name, t.type_name, t.shape, dry.extra_buffers)
+        if extra:
+            repacked += int(t.nbytes * extra[1])
+        else:
+            mapped += t.nbytes
+    kv_layers = kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch)
+    kv_gpu = sum(b for il, b in enumerate(kv_layers) if il in gpu_layers)
+    kv_cpu = sum(kv_layers) - kv_gpu
+    ngl = max(0, min(n_gpu_layers, spec.n_layer + 1))
+    if ngl == 0 or dry.measured_gpu:
+        c_cpu, c_gpu = dry.cpu_compute_bytes, dry.gpu_compute_bytes
+        if ngl and dry.measured_gpu:
+            notes.append("compute buffers measured by a dry run on this GPU build")
+    else:
+        c_gpu = dry.cpu_compute_bytes
+        notes.append(FULL_GPU_HOST_COMPUTE_NOTE)
+        if ngl > spec.n_layer:
+            # Fully offloaded: the host keeps only the input embeddings and the logits staging.
+            c_cpu = min(dry.cpu_compute_bytes, 4 * n_ubatch * (spec.n_embd + spec.n_vocab))
+        else:
+            c_cpu = dry.cpu_compute_bytes  # the CPU runs the layers it keeps: same graph sizes
+    overhead = dry.base_rss_bytes
+    ram = repacked + mapped + kv_cpu + c_cpu + dry.output_bytes + overhead
+    vram = w_gpu + kv_gpu + c_gpu if ngl else 0
+    # Loading reads the whole file once; the pages of copied or offloaded tensors are released
+    # only later (they are clean page cache), so the peak counts them too.
+    peak = ram + (w_cpu - mapped) + w_gpu
+    if repacked:
+        notes.append(
+            f"{_mib(repacked)} of weights are repacked by llama.cpp into anonymous memory "
+            f"({', '.join(dry.extra_buffers)}); their file pages are not needed after loading"
+        )
+    return MemoryPlan(
+        n_ctx=n_ctx,
+        n_gpu_layers=ngl,
+        n_layers_total=spec.n_layer + 1,
+        type_k=type_k,
+        type_v=type_v,
+        weights_bytes=w_cpu + w_gpu,
+        weights_cpu_bytes=w_cpu,
+        weights_gpu_bytes=w_gpu,
+        repacked_bytes=repacked,
+        mapped_resident_bytes=mapped,
+        kv_bytes=kv_cpu + kv_gpu,
+        kv_cpu_bytes=kv_cpu,
+        kv_gpu_bytes=kv_gpu,
+        compute_bytes=c_cpu + c_gpu,
+        compute_cpu_bytes=c_cpu,
+        compute_gpu_bytes=c_gpu,
+        output_bytes=dry.output_bytes,
+        overhead_bytes=overhead,
+        ram_bytes=ram,
+        vram_bytes=vram,
+        peak_ram_bytes=peak,
+        notes=notes,
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Memory a plan may use.  ``unified``: the GPU shares system RAM (Apple Silicon)."""
+
+    ram_bytes: int
+    vram_bytes: int = 0
+    unified: bool = False
+    ram_margin: int = DEFAULT_RAM_MARGIN
+    vram_margin: int = DEFAULT_VRAM_MARGIN
+
+    @property
+    def ram_usable(self) -> int:
+        return max(0, self.ram_bytes - self.ram_margin)
+
+    @property
+    def vram_usable(self) -> int:
+        return max(0, self.vram_bytes - self.vram_margin) if self.vram_bytes else 0
+
+    def fits(self, plan: MemoryPlan) -> bool:
+        if plan.vram_bytes > self.vram_usable:
+            return False
+        ram = plan.ram_bytes + (plan.vram_bytes if self.unified else 0)
+        return ram <= self.ram_usable
+
+
+# (n_ctx, n_gpu_layers) -> DryRun: a dry run, usually cached (see app.core.dryrun).
+DryRunFn = Callable[[int, int], DryRun]
+
+
+@dataclass
+class OffloadPlan:
+    """The planner's answer: a verdict, the chosen plan, and the largest context that fits."""
+
+    verdict: str  # full_gpu | partial_gpu | cpu | no_fit
+    plan: MemoryPlan
+    max_ctx: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "verdict": self.verdict,
+            "n_ctx": p.n_ctx,
+            "n_gpu_layers": p.n_gpu_layers,
+            "n_layers_total": p.n_layers_total,
+            "weights_bytes": p.weights_bytes,
+            "kv_bytes": p.kv_bytes,
+            "compute_bytes": p.compute_bytes,
+            "ram_bytes": p.ram_bytes,
+            "vram_bytes": p.vram_bytes,
+            "peak_ram_bytes": p.peak_ram_bytes,
+            "max_ctx": self.max_ctx,
+            "reason": self.reason,
+            "detail": p.to_json(),
+        }
+
+
+def _plan_at(
+    spec: ModelSpec, dry_fn: DryRunFn, n_ctx: int, ngl: int, type_k: str, type_v: str
+) -> MemoryPlan:
+    return plan_memory(spec, dry_fn(n_ctx, ngl), n_ctx, ngl, type_k, type_v)
+
+
+def best_gpu_layers(
+    spec: ModelSpec, budget: Budget, dry_fn: DryRunFn, n_ctx: int, type_k: str, type_v: str
+) -> MemoryPlan | None:
+    """The plan with the most layers offloaded that fits ``budget``; None when nothing fits."""
+    top = spec.n_layer + 1 if budget.vram_usable else 0
+    # VRAM use grows with every layer offloaded, so bisect on the largest that fits VRAM...
+    lo, hi = 0, top
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _plan_at(spec, dry_fn, n_ctx, mid, type_k, type_v).vram_bytes <= budget.vram_usable:
+            lo = mid
+        else:
+            hi = mid - 1
+    # ...then it must also fit RAM; fewer GPU layers only move memory back to RAM.
+    plan = _plan_at(spec, dry_fn, n_ctx, lo, type_k, type_v)
+    return plan if budget.fits(plan) else None
+
+
+def max_context(
+    spec: ModelSpec,
+    budget: Budget,
+    dry_fn: DryRunFn,
+    n_gpu_layers: int | None,
+    type_k: str = "f16",
+    type_v: str = "f16",
+    limit: int | None = None,
+) -> int:
+    """Largest context (a multiple of 256, at most ``limit`` or the trained one) that fits.
+
+    With ``n_gpu_layers`` None the offload may change with the context (the planner's choice).
+    """
+    top = limit or spec.n_ctx_train or 4096
+
+    def ok(n_ctx: int) -> bool:
+        if n_gpu_layers is None:
+            return best_gpu_layers(spec, budget, dry_fn, n_ctx, type_k, type_v) is not None
+        return budget.fits(_plan_at(spec, dry_fn, n_ctx, n_gpu_layers, type_k, type_v))
+
+    if ok(top):
+        return top
+    lo, hi = 0, top // CTX_STEP  # in steps of 256; 0 means not even 256 fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid * CTX_STEP):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * CTX_STEP
+
+
+def plan_offload(
+    spec: ModelSpec,
+    budget: Budget,
+    dry_fn: DryRunFn,
+    n_ctx: int,
+    type_k: str = "f16",
+    type_v: str = "f16",
+) -> OffloadPlan:
+    """Verdict and plan at ``n_ctx``: the most GPU layers that fit, or CPU, or no fit."""
+    total = spec.n_layer + 1
+    plan = best_gpu_layers(spec, budget, dry_fn, n_ctx, type_k, type_v)
+    if plan is None:
+        cpu = _plan_at(spec, dry_fn, n_ctx, 0, type_k, type_v)
+        best = max_context(spec, budget, dry_fn, None, type_k, type_v)
+        need = cpu.ram_bytes
+        reason = (
+            f"needs {_gib(need)} of RAM at {n_ctx} tokens of context but the budget allows "
+            f"{_gib(budget.ram_usable)}"
+        )
+        if best:
+            reason += f"; it would fit with a context of {best} tokens"
+        return OffloadPlan("no_fit", cpu, best, reason)
+    ngl = plan.n_gpu_layers
+    if ngl >= total:
+        verdict = "full_gpu"
+        where = "unified memory" if budget.unified else "VRAM"
+        reason = f"all {total} layers fit in {where} ({_gib(plan.vram_bytes)} of {_gib(budget.vram_usable)} usable)"
+    elif ngl > 0:
+        verdict = "partial_gpu"
+        reason = (
+            f"{ngl} of {total} layers fit in VRAM ({_gib(plan.vram_bytes)}); the rest runs on the "
+            f"CPU from {_gib(plan.ram_bytes)} of RAM"
+        )
+    else:
+        verdict = "cpu"
+        reason = f"runs on the CPU in {_gib(plan.ram_bytes)} of RAM"
+        if budget.vram_usable:
+            reason += " (not even one layer fits the GPU budget)"
+    max_ctx = max_context(spec, budget, dry_fn, ngl, type_k, type_v)
+    return OffloadPlan(verdict, plan, max(max_ctx, 0), reason)
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB" if abs(n) >= GIB else f"{n / MIB:.0f} MiB"
