@@ -210,3 +210,8 @@ class Settings:
         if data.get("hub_token"):
             data["hub_token"] = "***"
         return data
+
+
+def load(path: Path | None = None) -> Settings:
+    """Module-level shortcut for :meth:`Settings.load` (what other modules call)."""
+    return Settings.load(path)

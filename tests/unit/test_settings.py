@@ -92,3 +92,12 @@ def test_sampling_and_presets():
     )
     s.seed = -1
     assert 0 <= s.sampling().seed < 2**31
+
+
+def test_other_modules_read_settings_through_the_module_load():
+    from app.core import hub, settings
+
+    s = settings.load()
+    s.set("hub_token", "hf_from_settings")
+    s.save()
+    assert hub._setting("hub_token") == "hf_from_settings"
