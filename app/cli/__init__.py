@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "app.cli.chat",
     "app.cli.hw",
     "app.cli.plan",
+    "app.cli.compare",
+    "app.cli.hub",
 ]
 
 
