@@ -133,6 +133,8 @@ class DryRunner:
             )
             result: DryRun = self._engine.request(req, timeout=300)
             self.runs += 1
+            if not result.compute:
+                raise GGUFError(f"llama.cpp's dry run of {path.name} reported no compute buffer")
             self._cache[key] = asdict(result)
             self._save_cache()
             return result

@@ -60,6 +60,8 @@ EXTRA_BUFFERS: dict[str, dict[str, float]] = {
 }
 DEFAULT_VRAM_MARGIN = GIB  # llama.cpp's own --fit keeps 1 GiB free on each GPU
 DEFAULT_RAM_MARGIN = 512 * MIB  # the OS, the GUI and the page cache of other programs
+# Metal's recommendedMaxWorkingSetSize is already a limit with headroom, not free memory.
+UNIFIED_VRAM_MARGIN = 512 * MIB
 FULL_GPU_HOST_COMPUTE_NOTE = (
     "GPU compute buffer estimated from the CPU dry run (same graph, same tensor sizes), as "
     "llama.cpp's own fit does when it cannot measure the device"

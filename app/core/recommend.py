@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.core.fit import Budget, DryRunFn, OffloadPlan, plan_offload
+from app.core.fit import (
+    DEFAULT_VRAM_MARGIN,
+    UNIFIED_VRAM_MARGIN,
+    Budget,
+    DryRunFn,
+    OffloadPlan,
+    plan_offload,
+)
 from app.core.gguf_header import ModelSpec
 from app.core.hardware import HardwareProfile
 
@@ -40,7 +47,12 @@ def budget_for(
         if vram is None:
             # One GPU: llama.cpp can split across several, the plan here stays on the largest.
             vram = max((g.free_bytes for g in gpus), default=0)
-    return Budget(ram_bytes=int(ram or 0), vram_bytes=int(vram or 0), unified=unified)
+    return Budget(
+        ram_bytes=int(ram or 0),
+        vram_bytes=int(vram or 0),
+        unified=unified,
+        vram_margin=UNIFIED_VRAM_MARGIN if unified else DEFAULT_VRAM_MARGIN,
+    )
 
 
 @dataclass
@@ -159,6 +171,10 @@ def recommend(variants: list[VariantFit], budget: Budget) -> Recommendation:
             capped = [v for v in pool if v.bits_per_weight <= CPU_QUALITY_CAP_BPW]
             pool = capped or pool[-1:]
         pick = pool[0]
+        partial = [v for v in pool if v.verdict == "partial_gpu"]
+        if gpu and partial:
+            # Speed follows the share of layers on the GPU: F16 with a quarter offloaded crawls.
+            pick = max(partial, key=lambda v: (_gpu_share(v), v.bits_per_weight))
         if pick.verdict == "partial_gpu":
             p = pick.offload.plan
             reason = (
@@ -179,3 +195,8 @@ def recommend(variants: list[VariantFit], budget: Budget) -> Recommendation:
     if pick.low_quality:
         reason += f". Warning: {pick.warning}"
     return Recommendation(ranked, pick, reason, alternative)
+
+
+def _gpu_share(v: VariantFit) -> float:
+    p = v.offload.plan
+    return p.n_gpu_layers / p.n_layers_total if p.n_layers_total else 0.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 from app.core.engine.host import RequestError, State, current_rss
 from app.core.engine.protocol import DryRunRequest
@@ -37,37 +38,61 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
         # of what a real load needs resident.  Measured once, before dry runs add their crumbs.
         base = current_rss()
         state.dryrun_base_rss = base  # type: ignore[attr-defined]
-    first = len(state.log_lines)
-    mp = lc.llama_model_default_params()
-    mp.n_gpu_layers = req.n_gpu_layers
-    mp.no_alloc = True
-    mp.load_mode = lc.LLAMA_LOAD_MODE_NONE
-    model = lc.llama_model_load_from_file(req.path.encode(), mp)
-    if not model:
-        raise RequestError(f"llama.cpp could not read {os.path.basename(req.path)}", "load")
+    lines: list[str] = []
+    _capture(state, lines)
     try:
-        cp = lc.llama_context_default_params()
-        # Same derivation as llama_cpp.Llama (what host._load uses), so the buffers match a load.
-        n_batch = min(req.n_ctx, req.n_batch)
-        cp.n_ctx = req.n_ctx
-        cp.n_batch = n_batch
-        cp.n_ubatch = min(n_batch, req.n_ubatch)
-        cp.type_k = _KV_TYPES[req.type_k]
-        cp.type_v = _KV_TYPES[req.type_v]
-        cp.flash_attn_type = (
-            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if req.type_v != "f16"
-            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
-        ctx = lc.llama_init_from_model(model, cp)
-        if not ctx:
-            raise RequestError(
-                f"llama.cpp could not plan a context of {req.n_ctx} tokens", "request"
+        mp = lc.llama_model_default_params()
+        mp.n_gpu_layers = req.n_gpu_layers
+        mp.no_alloc = True
+        mp.load_mode = lc.LLAMA_LOAD_MODE_NONE
+        model = lc.llama_model_load_from_file(req.path.encode(), mp)
+        if not model:
+            raise RequestError(f"llama.cpp could not read {os.path.basename(req.path)}", "load")
+        try:
+            cp = lc.llama_context_default_params()
+            # Same derivation as llama_cpp.Llama (what host._load uses), so the buffers match a load.
+            n_batch = min(req.n_ctx, req.n_batch)
+            cp.n_ctx = req.n_ctx
+            cp.n_batch = n_batch
+            cp.n_ubatch = min(n_batch, req.n_ubatch)
+            cp.type_k = _KV_TYPES[req.type_k]
+            cp.type_v = _KV_TYPES[req.type_v]
+            cp.flash_attn_type = (
+                lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if req.type_v != "f16"
+                else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
-        lc.llama_free(ctx)
+            ctx = lc.llama_init_from_model(model, cp)
+            if not ctx:
+                raise RequestError(
+                    f"llama.cpp could not plan a context of {req.n_ctx} tokens", "request"
+                )
+            lc.llama_free(ctx)
+        finally:
+            lc.llama_model_free(model)
     finally:
-        lc.llama_model_free(model)
-    return parse_log(state.log_lines[first:], base or 0)
+        state._install_log_capture()  # back to the engine's own log capture
+    return parse_log(lines, base or 0)
+
+
+def _capture(state: State, lines: list[str]) -> None:
+    """Keep only the lines a plan needs: a dry run logs thousands of graph-reservation lines."""
+    lc = state.llama_cpp
+    partial: list[str] = []
+    keep = ("buffer size", "llama_kv_cache", "error", "failed", "warning")
+
+    @lc.llama_log_callback
+    def _cb(level: int, text: bytes, user_data: object) -> None:
+        partial.append(text.decode("utf-8", errors="replace"))
+        if partial[-1].endswith("\n"):
+            line = "".join(partial).rstrip("\n")
+            partial.clear()
+            if any(k in line for k in keep):
+                lines.append(line)
+                sys.stderr.write(line + "\n")
+
+    state._dryrun_log_cb = _cb  # type: ignore[attr-defined]  # ctypes frees unreferenced thunks
+    lc.llama_log_set(_cb, None)
 
 
 def parse_log(lines: list[str], base_rss: int = 0) -> DryRun:
