@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ def test_detection_here_reports_cpu_only_without_errors():
     assert profile.llama_backends == ["cpu"]
     assert not profile.gpu_build
     assert profile.warnings == []
-    if sys.platform.startswith("linux") and "avx2" in open("/proc/cpuinfo").read():
+    if sys.platform.startswith("linux") and "avx2" in Path("/proc/cpuinfo").read_text():
         assert "avx2" in profile.cpu.features
 
 
