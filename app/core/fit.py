@@ -78,6 +78,7 @@ class DryRun:
     extra_buffers: tuple[str, ...]  # CPU extra buffer types used by this build ("AMX", ...)
     base_rss_bytes: int = 0  # resident memory of an engine child with no model (runtime, libs)
     measured_gpu: bool = False  # the compute figures came from a GPU build
+    model_bytes: int = 0  # llama_model_size(): llama.cpp's own total of the weights
 
     @property
     def compute_bytes(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from dataclasses import replace
 
 from app.core.engine.host import RequestError, State, current_rss
 from app.core.engine.protocol import DryRunRequest
@@ -48,6 +49,7 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
         model = lc.llama_model_load_from_file(req.path.encode(), mp)
         if not model:
             raise RequestError(f"llama.cpp could not read {os.path.basename(req.path)}", "load")
+        model_bytes = int(lc.llama_model_size(model))
         try:
             cp = lc.llama_context_default_params()
             # Same derivation as llama_cpp.Llama (what host._load uses), so the buffers match a load.
@@ -72,7 +74,7 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
             lc.llama_model_free(model)
     finally:
         state._install_log_capture()  # back to the engine's own log capture
-    return parse_log(lines, base or 0)
+    return replace(parse_log(lines, base or 0), model_bytes=model_bytes)
 
 
 def _capture(state: State, lines: list[str]) -> None:
