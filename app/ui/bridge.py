@@ -174,7 +174,8 @@ class LatestTask(QObject):
 
     @property
     def busy(self) -> bool:
-        return self.current is not None and not self.current.done.is_set()
+        """True until the current task's last signal has been delivered (not just emitted)."""
+        return self.current is not None
 
     def _is_current(self) -> bool:
         return self.current is not None and self.sender() is self.current

@@ -9,6 +9,7 @@ a placeholder, so pages can land one at a time.  Optional page hooks, all duck-t
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,12 +66,19 @@ class AppContext:
         self.runner = TaskRunner(window)
         self.events = AppEvents(window)
         self.services: dict[str, Any] = {}  # shared objects pages create once (library, chats...)
+        self._services_lock = threading.RLock()
 
     def service(self, name: str, factory: Callable[[], T]) -> T:
-        """The shared object ``name``, created by ``factory`` on first use (GUI thread only)."""
-        if name not in self.services:
-            self.services[name] = factory()
-        return self.services[name]
+        """The shared object ``name``, created by ``factory`` on first use (any thread)."""
+        with self._services_lock:
+            if name not in self.services:
+                self.services[name] = factory()
+            return self.services[name]
+
+    def set_service(self, name: str, value: Any) -> None:
+        """Replace a shared object (e.g. a freshly detected hardware profile)."""
+        with self._services_lock:
+            self.services[name] = value
 
 
 class MainWindow(QMainWindow):

@@ -107,6 +107,10 @@ QPushButton#primary {{
 QPushButton#primary:disabled {{
     background: palette(mid);
 }}
+QPushButton#rowButton {{
+    margin: 3px 6px;
+    padding: 2px 10px;
+}}
 QTableView {{
     gridline-color: palette(midlight);
 }}

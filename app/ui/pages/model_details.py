@@ -1,0 +1,173 @@
+"""The details panel of the Models page: why this variant, and where its memory goes.
+
+For the selected variant it shows the verdict and reason, one stacked bar per device (weights,
+KV cache, compute buffers and the safety margin against the device's budget), the largest context
+that fits, the planner's notes, and the recommendation for the whole repo.
+
+Signals:
+    download_requested(object): the user clicked Download for this Variant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QScrollArea, QVBoxLayout, QWidget
+
+from app.core.fit import Budget, MemoryPlan
+from app.core.hub import Variant
+from app.ui.pages.model_plans import PlannedVariant, RepoAdvice
+from app.ui.pages.model_table import fit_badge
+from app.ui.widgets.badges import FitBadge
+from app.ui.widgets.cards import Card, PlainLabel, muted
+from app.ui.widgets.format import human_bytes, human_count
+from app.ui.widgets.memory_bar import MemoryBar, Segment
+
+
+def ram_segments(plan: MemoryPlan, budget: Budget) -> list[Segment]:
+    """What must stay resident in system RAM (plus GPU memory on unified-memory machines)."""
+    segments = [
+        Segment("Weights", plan.repacked_bytes + plan.mapped_resident_bytes, "weights"),
+        Segment("KV cache", plan.kv_cpu_bytes, "kv"),
+        Segment("Compute", plan.compute_cpu_bytes + plan.output_bytes, "compute"),
+        Segment("Runtime", plan.overhead_bytes, "other"),
+    ]
+    if budget.unified and plan.vram_bytes:
+        segments.insert(1, Segment("GPU part", plan.vram_bytes, "output"))
+    segments.append(Segment("Margin", budget.ram_margin, "margin"))
+    return segments
+
+
+def vram_segments(plan: MemoryPlan, budget: Budget) -> list[Segment]:
+    return [
+        Segment("Weights", plan.weights_gpu_bytes, "weights"),
+        Segment("KV cache", plan.kv_gpu_bytes, "kv"),
+        Segment("Compute", plan.compute_gpu_bytes, "compute"),
+        Segment("Margin", budget.vram_margin, "margin"),
+    ]
+
+
+class VariantDetails(Card):
+    """Explains one variant's plan."""
+
+    download_requested = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Details", parent)
+        self.variant: Variant | None = None
+        self._retry: Callable[[], None] | None = None
+        head = QHBoxLayout()
+        self.heading = PlainLabel("", name="cardTitle")
+        self.badge = FitBadge()
+        head.addWidget(self.heading)
+        head.addWidget(self.badge)
+        head.addStretch(1)
+        self.download_button = QPushButton("Download")
+        self.download_button.setObjectName("primary")
+        self.download_button.clicked.connect(self._on_download)
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.clicked.connect(self._on_retry)
+        head.addWidget(self.retry_button)
+        head.addWidget(self.download_button)
+        self.add(head)
+        self.reason = muted()
+        self.add(self.reason)
+        bars = QWidget()
+        self.bars = QVBoxLayout(bars)
+        self.bars.setContentsMargins(0, 0, 0, 0)
+        self.ram_bar = MemoryBar()
+        self.vram_bar = MemoryBar()
+        self.bars.addWidget(self.ram_bar)
+        self.bars.addWidget(self.vram_bar)
+        self.add(bars)
+        self.max_ctx = PlainLabel("")
+        self.add(self.max_ctx)
+        self.notes = muted()
+        self.advice = muted()
+        scroll_body = QWidget()
+        scroll_layout = QVBoxLayout(scroll_body)
+        scroll_layout.setContentsMargins(0, 0, 0, 0)
+        scroll_layout.addWidget(self.notes)
+        scroll_layout.addWidget(self.advice)
+        scroll_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(scroll_body)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        # Transparent: the card's background shows through instead of the window's.
+        scroll.setStyleSheet(
+            "QScrollArea, QScrollArea > QWidget > QWidget { background: transparent; }"
+        )
+        self.add(scroll)
+        self.clear("")
+
+    def clear(self, message: str) -> None:
+        self.variant = None
+        self.heading.setText(message)
+        self.badge.hide()
+        self.reason.setText("")
+        self.ram_bar.hide()
+        self.vram_bar.hide()
+        self.max_ctx.setText("")
+        self.notes.setText("")
+        self.advice.setText("")
+        self.download_button.hide()
+        self.retry_button.hide()
+
+    def show_error(self, message: str, retry: Callable[[], None] | None = None) -> None:
+        self.clear("Something went wrong")
+        self.reason.setText(message)
+        self._retry = retry
+        self.retry_button.setVisible(retry is not None)
+
+    def show_advice_only(self, advice: RepoAdvice) -> None:
+        self.clear("Recommendation")
+        self.advice.setText(advice.reason)
+
+    def show_variant(self, variant: Variant, fit: PlannedVariant | None, advice: RepoAdvice | None):
+        self.clear(f"{variant.quant} · {human_bytes(variant.size_bytes)}")
+        self.variant = variant
+        self.download_button.setText(f"Download {variant.quant}")
+        self.download_button.show()
+        verdict, text = fit_badge(fit)
+        self.badge.set_verdict(verdict, text)
+        self.badge.show()
+        if advice is not None:
+            star = "★ Recommended. " if advice.recommended == variant.file else "Recommended: "
+            self.advice.setText(star + advice.reason + "".join(f"\n⚠ {w}" for w in advice.warnings))
+        if fit is None:
+            self.reason.setText("Checking whether it fits…")
+            return
+        if fit.error or fit.offload is None or fit.budget is None:
+            self.reason.setText(f"Could not plan this variant: {fit.error}")
+            return
+        offload, budget = fit.offload, fit.budget
+        plan = offload.plan
+        self.heading.setText(
+            f"{fit.quant or variant.quant} · {human_bytes(variant.size_bytes)} · "
+            f"{human_count(fit.n_ctx)} context"
+        )
+        self.reason.setText(offload.reason[:1].upper() + offload.reason[1:] + ".")
+        title = "Unified memory" if budget.unified else "System RAM"
+        self.ram_bar.set_data(title, ram_segments(plan, budget), budget.ram_bytes)
+        self.ram_bar.show()
+        if budget.vram_bytes and not budget.unified:
+            self.vram_bar.set_data("GPU memory", vram_segments(plan, budget), budget.vram_bytes)
+            self.vram_bar.show()
+        if offload.max_ctx:
+            self.max_ctx.setText(
+                f"Largest context that fits: {human_count(offload.max_ctx)} tokens"
+                f" ({offload.max_ctx:,})"
+            )
+        else:
+            self.max_ctx.setText("Does not fit at any context on this computer.")
+        self.notes.setText("\n".join(f"• {n}" for n in plan.notes))
+
+    def _on_download(self) -> None:
+        if self.variant is not None:
+            self.download_requested.emit(self.variant)
+
+    def _on_retry(self) -> None:
+        if self._retry is not None:
+            self._retry()

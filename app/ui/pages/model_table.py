@@ -1,0 +1,149 @@
+"""The variants table of the Models page: one row per variant of a repo, re-planned live.
+
+Rows start as "Checking…" and fill in as the plan of each variant arrives from the worker thread
+(:class:`app.ui.pages.model_plans.PlannedVariant`).  The recommended row is bold, starred and tinted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QBrush, QColor, QFont
+
+from app.core.hub import Variant
+from app.ui.pages.model_plans import PlannedVariant
+from app.ui.widgets.badges import BADGE_ROLE, badge_text
+from app.ui.widgets.format import human_bytes, human_count
+from app.ui.widgets.style import ACCENT
+
+COLUMNS = ["Quant", "Size", "Bits/weight", "Fit", "Max context", "File", ""]
+COL_QUANT, COL_SIZE, COL_BPW, COL_FIT, COL_MAXCTX, COL_FILE, COL_ACTION = range(len(COLUMNS))
+_Index = QModelIndex | QPersistentModelIndex
+
+
+def fit_badge(fit: PlannedVariant | None) -> tuple[str, str]:
+    """``(verdict, text)`` for the badge of a row."""
+    if fit is None:
+        return ("unknown", badge_text("unknown"))
+    if fit.error:
+        return ("unknown", "Unknown")
+    plan = fit.offload
+    assert plan is not None
+    return (
+        plan.verdict,
+        badge_text(plan.verdict, plan.plan.n_gpu_layers, plan.plan.n_layers_total),
+    )
+
+
+class VariantTableModel(QAbstractTableModel):
+    """Variants of one repo with their fit at the chosen context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.variants: list[Variant] = []
+        self.fits: dict[str, PlannedVariant] = {}
+        self.recommended: str | None = None
+
+    # --- data in ---------------------------------------------------------------------------
+    def set_variants(self, variants: list[Variant]) -> None:
+        self.beginResetModel()
+        self.variants = list(variants)
+        self.fits = {}
+        self.recommended = None
+        self.endResetModel()
+
+    def clear_fits(self) -> None:
+        """A new context: every row goes back to "Checking…" until its new plan arrives."""
+        self.fits = {}
+        self.recommended = None
+        self._all_changed()
+
+    def set_fit(self, fit: PlannedVariant) -> None:
+        self.fits[fit.variant.file] = fit
+        row = self.row_of(fit.variant.file)
+        if row is not None:
+            self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+
+    def set_recommended(self, file: str | None) -> None:
+        self.recommended = file
+        self._all_changed()
+
+    def _all_changed(self) -> None:
+        if self.variants:
+            self.dataChanged.emit(
+                self.index(0, 0), self.index(len(self.variants) - 1, len(COLUMNS) - 1)
+            )
+
+    def row_of(self, file: str) -> int | None:
+        for row, v in enumerate(self.variants):
+            if v.file == file:
+                return row
+        return None
+
+    def fit_at(self, row: int) -> PlannedVariant | None:
+        if 0 <= row < len(self.variants):
+            return self.fits.get(self.variants[row].file)
+        return None
+
+    # --- Qt model ----------------------------------------------------------------------------
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: N802, B008 - Qt's API
+        return 0 if parent.isValid() else len(self.variants)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: N802, B008 - Qt's API
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(  # noqa: N802 - Qt's name
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        variant = self.variants[index.row()]
+        fit = self.fits.get(variant.file)
+        col = index.column()
+        recommended = variant.file == self.recommended
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(variant, fit, col, recommended)
+        if role == BADGE_ROLE and col == COL_FIT:
+            return fit_badge(fit)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if fit is not None and fit.error:
+                return fit.error
+            if fit is not None and fit.offload is not None:
+                return fit.offload.reason
+            return None
+        if role == Qt.ItemDataRole.FontRole and recommended:
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.ItemDataRole.BackgroundRole and recommended:
+            tint = QColor(ACCENT)
+            tint.setAlpha(40)
+            return QBrush(tint)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_SIZE, COL_BPW, COL_MAXCTX):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _text(variant: Variant, fit: PlannedVariant | None, col: int, recommended: bool) -> str:
+        if col == COL_QUANT:
+            star = "★ " if recommended else ""
+            confirmed = fit is not None and fit.quant and fit.quant != variant.quant
+            return star + (fit.quant if confirmed and fit is not None else variant.quant)
+        if col == COL_SIZE:
+            shards = f" ({variant.shards} files)" if variant.shards > 1 else ""
+            return human_bytes(variant.size_bytes) + shards
+        if col == COL_BPW:
+            return f"{fit.bits_per_weight:.2f}" if fit is not None and fit.bits_per_weight else ""
+        if col == COL_MAXCTX:
+            if fit is None or fit.offload is None:
+                return ""
+            return human_count(fit.offload.max_ctx) if fit.offload.max_ctx else "none"
+        if col == COL_FILE:
+            return variant.file
+        return ""

@@ -1,0 +1,394 @@
+"""The Models page: the curated catalog and Hub search, a repo's variants with fit badges, details.
+
+Left: a search box and a list of repos (the curated ``resources/catalog.json`` until you search).
+Right: the selected repo's variants, each planned at the context chosen with the slider -- a fit
+badge, the largest context that fits, the recommended one starred -- and a details panel with the
+memory of the selected variant per device.  Searching, listing and planning all run off the GUI
+thread; a newer request supersedes an older one, whose results are dropped (LatestTask).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QStackedWidget,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core import hub
+from app.core.hub import RepoSummary, Variant
+from app.ui.bridge import LatestTask
+from app.ui.main_window import AppContext
+from app.ui.pages.model_details import VariantDetails
+from app.ui.pages.model_plans import PlannedVariant, RepoAdvice, SpecCache, plan_repo
+from app.ui.pages.model_table import COL_ACTION, COL_FILE, COL_FIT, COL_QUANT, VariantTableModel
+from app.ui.widgets.badges import BadgeDelegate
+from app.ui.widgets.cards import PageHeader, PlainLabel, muted
+from app.ui.widgets.format import human_bytes, human_count
+from app.ui.widgets.lists import SUBTITLE_ROLE, TwoLineDelegate
+
+CONTEXT_STOPS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+REPO_ROLE = Qt.ItemDataRole.UserRole + 10
+
+
+def _repo_subtitle(repo: RepoSummary) -> str:
+    parts = []
+    if repo.publisher:
+        parts.append(repo.publisher)
+    if repo.params_b:
+        parts.append(f"{repo.params_b:g}B parameters")
+    if repo.downloads:
+        parts.append(f"{repo.downloads:,} downloads")
+    if repo.gated:
+        parts.append("gated")
+    return " · ".join(parts) or repo.summary
+
+
+def _default_context() -> int:
+    try:
+        from app.core.settings import Settings
+
+        wanted = Settings.load().default_n_ctx
+    except Exception:  # settings are part B's; a broken file must not break this page
+        wanted = 4096
+    return min(CONTEXT_STOPS, key=lambda c: abs(c - wanted))
+
+
+class ModelsPage(QWidget):
+    """Browse models and see, per variant, whether and how it runs on this computer."""
+
+    def __init__(self, context: AppContext) -> None:
+        super().__init__()
+        self.context = context
+        self.repo: str | None = None
+        self.advice: RepoAdvice | None = None
+        self.specs = SpecCache()
+        self.search_task = LatestTask(context.runner, self)
+        self.variants_task = LatestTask(context.runner, self)
+        self.plan_task = LatestTask(context.runner, self)
+        self.ask_confirmation = self._ask_confirmation  # tests may replace the dialog
+        self._replan_timer = QTimer(self, singleShot=True, interval=150)
+        self._replan_timer.timeout.connect(self.replan)
+        self._build()
+        self.search_task.item_produced.connect(self._on_search_results)
+        self.search_task.failed.connect(self._on_search_failed)
+        self.variants_task.item_produced.connect(self._on_variants)
+        self.variants_task.failed.connect(self._on_variants_failed)
+        self.plan_task.item_produced.connect(self._on_plan_item)
+        self.plan_task.failed.connect(self._on_plan_failed)
+        self.show_catalog()
+
+    # --- layout -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(20, 16, 20, 16)
+        outer.addWidget(
+            PageHeader(
+                "Models",
+                "Pick a model: every variant is checked against this computer before you download.",
+            )
+        )
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self._build_left())
+        splitter.addWidget(self._build_right())
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([300, 900])
+        outer.addWidget(splitter, 1)
+
+    def _build_left(self) -> QWidget:
+        left = QWidget()
+        column = QVBoxLayout(left)
+        column.setContentsMargins(0, 0, 8, 0)
+        self.search_box = QLineEdit()
+        self.search_box.setPlaceholderText("Search Hugging Face for GGUF models…")
+        self.search_box.setClearButtonEnabled(True)
+        self.search_box.returnPressed.connect(self.search)
+        column.addWidget(self.search_box)
+        self.list_status = muted("Curated models")
+        column.addWidget(self.list_status)
+        self.repo_list = QListWidget()
+        self.repo_list.setItemDelegate(TwoLineDelegate(self.repo_list))
+        self.repo_list.setUniformItemSizes(True)
+        self.repo_list.currentItemChanged.connect(self._on_repo_selected)
+        column.addWidget(self.repo_list, 1)
+        self.catalog_button = QPushButton("Show curated models")
+        self.catalog_button.clicked.connect(self.show_catalog)
+        self.catalog_button.hide()
+        column.addWidget(self.catalog_button)
+        return left
+
+    def _build_right(self) -> QWidget:
+        self.right = QStackedWidget()
+        empty = PlainLabel("Select a model on the left to see its variants.")
+        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        empty.setObjectName("muted")
+        self.right.addWidget(empty)
+
+        panel = QWidget()
+        column = QVBoxLayout(panel)
+        column.setContentsMargins(8, 0, 0, 0)
+        self.repo_title = PlainLabel("", name="cardTitle")
+        self.repo_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.repo_subtitle = muted()
+        column.addWidget(self.repo_title)
+        column.addWidget(self.repo_subtitle)
+
+        ctx_row = QHBoxLayout()
+        ctx_row.addWidget(PlainLabel("Context"))
+        self.ctx_slider = QSlider(Qt.Orientation.Horizontal)
+        self.ctx_slider.setRange(0, len(CONTEXT_STOPS) - 1)
+        self.ctx_slider.setPageStep(1)
+        self.ctx_slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.ctx_slider.setValue(CONTEXT_STOPS.index(_default_context()))
+        self.ctx_slider.setMaximumWidth(320)
+        self.ctx_slider.valueChanged.connect(self._on_context_changed)
+        ctx_row.addWidget(self.ctx_slider)
+        self.ctx_label = PlainLabel("")
+        self.ctx_label.setMinimumWidth(90)
+        ctx_row.addWidget(self.ctx_label)
+        ctx_row.addStretch(1)
+        self.plan_status = muted("", wrap=False)
+        ctx_row.addWidget(self.plan_status)
+        column.addLayout(ctx_row)
+        self._update_ctx_label()
+
+        self.table_model = VariantTableModel()
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
+        self.table.setItemDelegateForColumn(COL_FIT, BadgeDelegate(self.table))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setDefaultSectionSize(34)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(COL_FIT, QHeaderView.ResizeMode.Fixed)
+        header.resizeSection(COL_FIT, 200)
+        header.setSectionResizeMode(COL_FILE, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COL_ACTION, QHeaderView.ResizeMode.Fixed)
+        header.resizeSection(COL_ACTION, 100)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setWordWrap(False)
+        self.table.selectionModel().currentRowChanged.connect(lambda *_: self._show_details())
+        column.addWidget(self.table, 3)
+
+        self.details = VariantDetails()
+        self.details.download_requested.connect(self.request_download)
+        column.addWidget(self.details, 2)
+        self.right.addWidget(panel)
+        return self.right
+
+    # --- repo list ------------------------------------------------------------------------------
+    def show_catalog(self) -> None:
+        self.search_task.cancel()
+        try:
+            repos = hub.catalog()
+            self.list_status.setText("Curated models — or search the Hub above")
+        except (OSError, ValueError, KeyError) as exc:
+            repos = []
+            self.list_status.setText(f"The curated list could not be read: {exc}")
+        self._fill_repo_list(repos)
+        self.catalog_button.hide()
+
+    def search(self) -> None:
+        text = self.search_box.text().strip()
+        if not text:
+            self.show_catalog()
+            return
+        self.list_status.setText(f"Searching for “{text}”…")
+        self.search_task.start(lambda _token: hub.search(text), name="hub-search")
+        self._search_text = text
+
+    def _on_search_results(self, repos: list[RepoSummary]) -> None:
+        text = getattr(self, "_search_text", "")
+        n = len(repos)
+        self.list_status.setText(
+            f"{n} GGUF repo{'s' if n != 1 else ''} for “{text}”"
+            if n
+            else f"Nothing found for “{text}”"
+        )
+        self._fill_repo_list(repos)
+        self.catalog_button.show()
+
+    def _on_search_failed(self, message: str, exc: object) -> None:
+        self.list_status.setText(f"Search failed: {message}")
+        self.catalog_button.show()
+
+    def _fill_repo_list(self, repos: list[RepoSummary]) -> None:
+        self.repo_list.blockSignals(True)
+        self.repo_list.clear()
+        for repo in repos:
+            item = QListWidgetItem(repo.repo_id)
+            item.setData(SUBTITLE_ROLE, _repo_subtitle(repo))
+            item.setData(REPO_ROLE, repo)
+            item.setToolTip(repo.summary or repo.repo_id)
+            self.repo_list.addItem(item)
+        self.repo_list.blockSignals(False)
+
+    def _on_repo_selected(self, item: QListWidgetItem | None, _previous: object = None) -> None:
+        if item is not None:
+            self.open_repo(item.data(REPO_ROLE))
+
+    # --- variants and plans ------------------------------------------------------------------
+    def open_repo(self, repo: RepoSummary | str) -> None:
+        """Show a repo's variants (listed off-thread) and plan them at the chosen context."""
+        summary = repo if isinstance(repo, RepoSummary) else RepoSummary(repo)
+        self.repo = summary.repo_id
+        self.right.setCurrentIndex(1)
+        self.repo_title.setText(summary.repo_id)
+        self.repo_subtitle.setText(summary.summary or _repo_subtitle(summary))
+        self.table_model.set_variants([])
+        self.details.clear("Listing the variants…")
+        self.plan_task.cancel()
+        self.plan_status.setText("Listing variants…")
+        repo_id = summary.repo_id
+        self.variants_task.start(lambda _token: hub.list_variants(repo_id), name="hub-variants")
+
+    def _on_variants(self, variants: list[Variant]) -> None:
+        self.table_model.set_variants(variants)
+        for row, variant in enumerate(variants):
+            button = QPushButton("Download")
+            button.setObjectName("rowButton")
+            button.setToolTip(f"Download {variant.file} ({human_bytes(variant.size_bytes)})")
+            button.clicked.connect(lambda _=False, v=variant: self.request_download(v))
+            self.table.setIndexWidget(self.table_model.index(row, COL_ACTION), button)
+        if not variants:
+            self.plan_status.setText("")
+            self.details.clear("This repo has no GGUF files.")
+            return
+        self.replan()
+
+    def _on_variants_failed(self, message: str, exc: object) -> None:
+        self.plan_status.setText("")
+        self.details.show_error(f"Could not list the variants: {message}", retry=self.retry_repo)
+
+    def retry_repo(self) -> None:
+        if self.repo:
+            self.open_repo(self.repo)
+
+    @property
+    def n_ctx(self) -> int:
+        return CONTEXT_STOPS[self.ctx_slider.value()]
+
+    def set_context(self, n_ctx: int) -> None:
+        self.ctx_slider.setValue(CONTEXT_STOPS.index(n_ctx))
+
+    def _update_ctx_label(self) -> None:
+        self.ctx_label.setText(f"{human_count(self.n_ctx)} tokens")
+
+    def _on_context_changed(self) -> None:
+        self._update_ctx_label()
+        self.table_model.clear_fits()
+        self.details.clear("Planning…")
+        # Dragging the slider sends many values; plan only where it rests.
+        self._replan_timer.start()
+
+    def replan(self) -> None:
+        """Plan every variant at the current context (off-thread; a running plan is superseded)."""
+        variants = list(self.table_model.variants)
+        if not variants:
+            return
+        self.table_model.clear_fits()
+        self.advice = None
+        n_ctx = self.n_ctx
+        self.plan_status.setText(f"Checking {len(variants)} variants at {human_count(n_ctx)}…")
+        self._planned = 0
+        self.plan_task.start(
+            lambda token: plan_repo(variants, n_ctx, token, self.specs, self.context),
+            name="plan-repo",
+        )
+
+    def _on_plan_item(self, item: PlannedVariant | RepoAdvice) -> None:
+        if isinstance(item, PlannedVariant):
+            self.table_model.set_fit(item)
+            self._planned += 1
+            total = len(self.table_model.variants)
+            self.plan_status.setText(f"Checked {self._planned} of {total}…")
+            if self._selected_row() == self.table_model.row_of(item.variant.file):
+                self._show_details()
+            return
+        self.advice = item
+        self.table_model.set_recommended(item.recommended)
+        self.plan_status.setText(f"Planned at {human_count(item.n_ctx)} tokens of context")
+        row = self.table_model.row_of(item.recommended) if item.recommended else None
+        if row is not None and self._selected_row() is None:
+            self.table.selectionModel().setCurrentIndex(
+                self.table_model.index(row, COL_QUANT),
+                QItemSelectionModel.SelectionFlag.ClearAndSelect
+                | QItemSelectionModel.SelectionFlag.Rows,
+            )
+        self._show_details()
+
+    def _on_plan_failed(self, message: str, exc: object) -> None:
+        self.plan_status.setText("")
+        self.details.show_error(f"Planning failed: {message}", retry=self.replan)
+
+    def _selected_row(self) -> int | None:
+        index = self.table.selectionModel().currentIndex()
+        return index.row() if index.isValid() else None
+
+    def _show_details(self) -> None:
+        row = self._selected_row()
+        if row is None:
+            if self.advice is not None:
+                self.details.show_advice_only(self.advice)
+            return
+        variant = self.table_model.variants[row]
+        self.details.show_variant(variant, self.table_model.fit_at(row), self.advice)
+
+    # --- downloads ----------------------------------------------------------------------------
+    def request_download(self, variant: Variant) -> None:
+        """Queue a download on the Downloads page; ask first when the variant does not fit."""
+        fit = self.table_model.fits.get(variant.file)
+        too_big = fit is not None and fit.offload is not None and fit.offload.verdict == "no_fit"
+        if too_big and not self.ask_confirmation(variant, fit):
+            return
+        downloads = self.context.window.page("Downloads")
+        start = getattr(downloads, "start_download", None)
+        if start is None:
+            return
+        start(variant)
+        self.plan_status.setText(f"Downloading {variant.file} — see Downloads")
+
+    def _ask_confirmation(self, variant: Variant, fit: PlannedVariant) -> bool:
+        reason = fit.offload.reason if fit.offload is not None else ""
+        answer = QMessageBox.warning(
+            self,
+            "This variant does not fit",
+            f"{variant.file} does not fit this computer at {human_count(fit.n_ctx)} tokens of "
+            f"context: {reason}.\n\nDownload it anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    # --- hooks ----------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return (
+            self.search_task.busy
+            or self.variants_task.busy
+            or self.plan_task.busy
+            or self._replan_timer.isActive()
+        )
+
+    def screenshot_setup(self, repo: str | None = None) -> None:
+        if repo:
+            self.open_repo(repo)
+        elif self.repo_list.count():
+            self.repo_list.setCurrentRow(0)
