@@ -92,8 +92,10 @@ def test_context_control_replans_every_row_and_drops_stale_results(window, qtbot
     page = window.show_page("Models")
     page.open_repo(TINY_REPO)
     _wait_planned(qtbot, page)
-    kv_before = {v.file: page.table_model.fits[v.file].offload.plan.kv_bytes
-                 for v in page.table_model.variants}
+    kv_before = {
+        v.file: page.table_model.fits[v.file].offload.plan.kv_bytes
+        for v in page.table_model.variants
+    }
     # Two changes in a row: only the last one may end up on screen.
     page.set_context(1024)
     page.replan()
