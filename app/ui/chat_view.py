@@ -1,0 +1,360 @@
+"""The conversation view: one widget per message in a scroll area, and a streaming reply.
+
+Streaming must cost the same per token at token 4000 as at token 1, so a growing reply is never
+re-rendered whole.  Each assistant message has two text areas stacked with no gap:
+
+- the *stable* part, append-only: once a paragraph or code block is finished (a blank line outside
+  a code fence, :func:`app.ui.markdown.split_stable`) it is rendered once and appended;
+- the *tail*: the unfinished last block, re-rendered from markdown at most every 50 ms (longer when
+  a render itself gets slow, so the event loop never stalls on it).
+
+Tokens only append to a list; the throttled render does the work.  Other messages are never
+touched while a reply streams.  Model text goes through the sanitizing renderer (no live HTML);
+links are never followed by the view itself.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui.markdown import render, split_stable
+
+MIN_RENDER_INTERVAL_MS = 50
+MAX_RENDER_INTERVAL_MS = 250
+_ROLE_NAMES = {"user": "You", "assistant": "Assistant", "error": "Error", "system": "System"}
+
+
+class _Body(QTextBrowser):
+    """A read-only text area as tall as its content (the scroll area scrolls, not each message)."""
+
+    link_activated = Signal(QUrl)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setOpenLinks(False)
+        self.setOpenExternalLinks(False)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.viewport().setAutoFillBackground(False)
+        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        self.document().setDocumentMargin(2)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self.anchorClicked.connect(self.link_activated)
+        self.setFixedHeight(0)
+
+    def _fit_height(self, size: object = None) -> None:
+        height = (
+            int(self.document().size().height() + 0.999) if not self.document().isEmpty() else 0
+        )
+        if height != self.height():
+            self.setFixedHeight(height)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(200, self.height())
+
+
+class MessageWidget(QFrame):
+    """One message: who wrote it, its text, its reply stats, and actions (copy, edit, regenerate).
+
+    Signals:
+        copy_requested(): the user pressed Copy (the view copies the text).
+        edit_requested(int): Edit on this (user) message; the message id.
+        regenerate_requested(int): Regenerate on this (assistant) message; the message id.
+    """
+
+    edit_requested = Signal(int)
+    regenerate_requested = Signal(int)
+
+    def __init__(self, role: str, message_id: int | None = None) -> None:
+        super().__init__()
+        self.role = role
+        self.message_id = message_id
+        self.setObjectName(f"message_{role}")
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self._pieces: list[str] = []
+        self._tail = ""  # text not yet committed to the stable part
+        self._text = ""
+        self.streaming = False
+        self.render_count = 0
+
+        self.title = QLabel(_ROLE_NAMES.get(role, role))
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        self.title.setStyleSheet("font-weight: bold;")
+        self.stats_label = QLabel("")
+        self.stats_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.stats_label.setStyleSheet("color: gray;")
+        self.stable = _Body()
+        self.tail = _Body()
+        self.copy_button = self._tool("Copy", "Copy this message")
+        self.edit_button = self._tool("Edit", "Edit this message and send it again")
+        self.regenerate_button = self._tool("Regenerate", "Write this reply again")
+        self.copy_button.clicked.connect(self.copy_text)
+        self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self.message_id or 0))
+        self.regenerate_button.clicked.connect(
+            lambda: self.regenerate_requested.emit(self.message_id or 0)
+        )
+        self.edit_button.hide()
+        self.regenerate_button.hide()
+
+        head = QHBoxLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        head.addWidget(self.title)
+        head.addWidget(self.stats_label, 1)
+        for button in (self.copy_button, self.edit_button, self.regenerate_button):
+            head.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 6, 10, 6)
+        layout.setSpacing(0)
+        layout.addLayout(head)
+        layout.addWidget(self.stable)
+        layout.addWidget(self.tail)
+        if role == "user":
+            self.setStyleSheet(
+                "#message_user { background: rgba(79,124,255,0.10); border-radius: 8px; }"
+            )
+        elif role == "error":
+            self.setStyleSheet(
+                "#message_error { background: rgba(212,60,60,0.14); border-radius: 8px; }"
+            )
+
+    def _tool(self, text: str, tip: str) -> QToolButton:
+        button = QToolButton()
+        button.setText(text)
+        button.setToolTip(tip)
+        button.setAutoRaise(True)
+        return button
+
+    # ---- content ------------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The whole message text (joined once when asked for, never per token)."""
+        if self._pieces:
+            self._text += "".join(self._pieces)
+            self._pieces.clear()
+        return self._text
+
+    def set_text(self, text: str) -> None:
+        """Show finished text: markdown for the assistant, plain text for the others."""
+        self._pieces.clear()
+        self._text = text
+        self._tail = ""
+        self.tail.clear()
+        if self.role == "assistant":
+            self.stable.setHtml(render(text))
+        else:
+            self.stable.setPlainText(text)
+        self.render_count += 1
+
+    def set_stats(self, words: str) -> None:
+        self.stats_label.setText(words)
+
+    def copy_text(self) -> None:
+        QGuiApplication.clipboard().setText(self.text)
+
+    # ---- streaming ----------------------------------------------------------------------
+    def begin_stream(self) -> None:
+        self.streaming = True
+        self._pieces.clear()
+        self._text = self._tail = ""
+        self.stable.clear()
+        self.tail.clear()
+
+    def append(self, piece: str) -> None:
+        self._pieces.append(piece)
+
+    def render_pending(self) -> None:
+        """Commit finished blocks to the stable part and re-render the unfinished tail."""
+        if not self._pieces:
+            return
+        new = "".join(self._pieces)
+        self._pieces.clear()
+        self._text += new
+        tail = self._tail + new
+        cut = split_stable(tail)
+        if cut:
+            self.stable.append(render(tail[:cut]))
+            tail = tail[cut:]
+        self._tail = tail
+        self.tail.setHtml(render(tail) if tail.strip() else "")
+        self.render_count += 1
+
+    def end_stream(self, final_text: str | None = None) -> None:
+        self.render_pending()
+        self.streaming = False
+        if final_text is not None and final_text != self._text:
+            self.set_text(final_text)
+
+
+class ChatView(QScrollArea):
+    """All messages of one conversation; the last one may be streaming.
+
+    Signals:
+        edit_requested(int): the user wants to edit and resend this user message (its id).
+        regenerate_requested(int): the user wants this assistant reply written again (its id).
+        link_activated(QUrl): a link in a message was clicked (never opened by the view).
+        rendered(): a streaming render happened (tests and the benchmark watch it).
+    """
+
+    edit_requested = Signal(int)
+    regenerate_requested = Signal(int)
+    link_activated = Signal(QUrl)
+    rendered = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        self._column = QVBoxLayout(inner)
+        self._column.setContentsMargins(12, 12, 12, 12)
+        self._column.setSpacing(8)
+        self._column.addStretch(1)
+        self.setWidget(inner)
+        self.messages: list[MessageWidget] = []
+        self._streaming: MessageWidget | None = None
+        self._interval_ms = MIN_RENDER_INTERVAL_MS
+        self._last_render = 0.0
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._render_now)
+        self._stick = True
+        bar = self.verticalScrollBar()
+        bar.valueChanged.connect(self._on_scrolled)
+        bar.rangeChanged.connect(self._on_range_changed)
+        self._busy = False
+
+    # ---- messages -----------------------------------------------------------------------
+    def clear(self) -> None:
+        self._timer.stop()
+        self._streaming = None
+        for widget in self.messages:
+            self._column.removeWidget(widget)
+            widget.deleteLater()
+        self.messages.clear()
+        self._stick = True
+
+    def add_message(
+        self, role: str, text: str, message_id: int | None = None, stats: str = ""
+    ) -> MessageWidget:
+        widget = MessageWidget(role, message_id)
+        widget.set_text(text)
+        widget.set_stats(stats)
+        self._insert(widget)
+        return widget
+
+    def _insert(self, widget: MessageWidget) -> None:
+        widget.edit_requested.connect(self.edit_requested)
+        widget.regenerate_requested.connect(self.regenerate_requested)
+        widget.stable.link_activated.connect(self.link_activated)
+        widget.tail.link_activated.connect(self.link_activated)
+        self._column.insertWidget(self._column.count() - 1, widget)
+        self.messages.append(widget)
+        self._update_actions()
+
+    def remove_from(self, index: int) -> None:
+        """Drop the message at ``index`` and every later one (regenerate, edit-and-resend)."""
+        for widget in self.messages[index:]:
+            self._column.removeWidget(widget)
+            widget.deleteLater()
+        del self.messages[index:]
+        self._update_actions()
+
+    def set_busy(self, busy: bool) -> None:
+        """While a reply runs, hide the edit/regenerate actions."""
+        self._busy = busy
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        last_user = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=-1)
+        last = len(self.messages) - 1
+        for i, widget in enumerate(self.messages):
+            can_act = not self._busy and widget.message_id is not None
+            widget.edit_button.setVisible(can_act and i == last_user)
+            widget.regenerate_button.setVisible(
+                can_act and i == last and widget.role in ("assistant", "error") and last_user >= 0
+            )
+
+    # ---- streaming ----------------------------------------------------------------------
+    def begin_stream(self, message_id: int | None = None) -> MessageWidget:
+        widget = MessageWidget("assistant", message_id)
+        widget.begin_stream()
+        self._insert(widget)
+        self._streaming = widget
+        self._interval_ms = MIN_RENDER_INTERVAL_MS
+        self._last_render = 0.0
+        self._stick = True
+        return widget
+
+    def append_token(self, piece: str) -> None:
+        """Add a piece of the streaming reply; rendering follows within the throttle interval."""
+        widget = self._streaming
+        if widget is None:
+            return
+        widget.append(piece)
+        if self._timer.isActive():
+            return
+        since = (time.perf_counter() - self._last_render) * 1000
+        if since >= self._interval_ms:
+            self._render_now()
+        else:
+            self._timer.start(int(self._interval_ms - since) + 1)
+
+    def _render_now(self) -> None:
+        widget = self._streaming
+        if widget is None:
+            return
+        start = time.perf_counter()
+        widget.render_pending()
+        took = (time.perf_counter() - start) * 1000
+        self._last_render = time.perf_counter()
+        # A render that got slow (a huge unfinished block) spaces the next one out.
+        self._interval_ms = min(MAX_RENDER_INTERVAL_MS, max(MIN_RENDER_INTERVAL_MS, 4 * took))
+        self.rendered.emit()
+
+    def end_stream(self, final_text: str | None = None, stats: str = "") -> MessageWidget | None:
+        widget = self._streaming
+        if widget is None:
+            return None
+        self._timer.stop()
+        widget.end_stream(final_text)
+        widget.set_stats(stats)
+        self._streaming = None
+        self._update_actions()
+        self.rendered.emit()
+        return widget
+
+    @property
+    def streaming(self) -> MessageWidget | None:
+        return self._streaming
+
+    # ---- scrolling ----------------------------------------------------------------------
+    def _on_scrolled(self, value: int) -> None:
+        bar = self.verticalScrollBar()
+        self._stick = value >= bar.maximum() - 8
+
+    def _on_range_changed(self, _low: int, high: int) -> None:
+        if self._stick:
+            self.verticalScrollBar().setValue(high)
+
+
+def error_html(text: str) -> str:
+    """An error message as escaped text (engine messages may quote model or file content)."""
+    return html.escape(text).replace("\n", "<br>")

@@ -1,0 +1,671 @@
+"""The Chat page: conversations on the left, the streaming conversation in the middle, options right.
+
+The page owns one :class:`~app.core.engine.Engine` (one child process) and talks to it only from
+background tasks, one at a time: a *load* task (read the header, plan memory, load) or a *reply*
+task (stream tokens).  Stop cancels the reply through ``Task.on_cancel = engine.cancel``.  An engine
+crash or a failed load becomes an error message in the conversation; the next send loads the model
+again in a fresh process.  Conversations live in the SQLite file (:class:`ChatStore`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.chats import ChatStore, Conversation, engine_messages
+from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats
+from app.core.engine.protocol import LoadedInfo
+from app.ui.bridge import CancelToken, LatestTask
+from app.ui.chat_view import ChatView
+from app.ui.pages.chat_options import Composer, SamplingPanel
+from app.ui.pages.chat_support import LoadPlan, model_choices, plan_load, stats_words
+from app.ui.settings_service import shared_settings
+from app.ui.widgets.cards import PlainLabel
+
+ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A load task's progress line."""
+
+    text: str
+
+
+class ChatPage(QWidget):
+    """Chat with a local model (see the module docstring).  Public slots are used by other pages."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__()
+        self.context = context
+        self.settings = shared_settings(context)
+        self.store: ChatStore = context.service("chats", ChatStore)
+        self.engine = Engine()
+        self.loaded: LoadedInfo | None = None
+        self.conversation: Conversation | None = None
+        self._task = LatestTask(context.runner, self)
+        self._task.item_produced.connect(self._on_task_item)
+        self._task.finished.connect(self._on_task_finished)
+        self._task.failed.connect(self._on_task_failed)
+        self._mode = ""  # "load" | "reply" while a task runs
+        self._after_load: Callable[[], None] | None = None
+        self._reply_conv = 0
+        self._reply_started = 0.0
+        self._reply_pieces = 0
+        self._reply_stats: GenerationStats | None = None
+        self._editing_id: int | None = None
+        self._context_base = 0
+        self._closed = False
+        self.ignore_eos = False  # tests and benchmarks: replies always run to max_tokens
+        self._build()
+        self.options.load_defaults(self.settings)
+        self.refresh_models()
+        self.refresh_conversations()
+        events = getattr(context, "events", None)
+        if events is not None:
+            events.library_changed.connect(self.refresh_models)
+            events.settings_changed.connect(self.refresh_models)
+        first = self.conversation_list.item(0)
+        if first is not None:
+            self.open_conversation(int(first.data(ID_ROLE)))
+        self._watchdog = QTimer(self)
+        self._watchdog.setInterval(2000)
+        self._watchdog.timeout.connect(self._check_engine)
+        self._watchdog.start()
+        self._update_state()
+
+    # ---- layout -------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.conversation_list = QListWidget()
+        self.conversation_list.setObjectName("conversations")
+        self.conversation_list.itemSelectionChanged.connect(self._on_conversation_clicked)
+        self.conversation_list.itemChanged.connect(self._on_item_renamed)
+        self.new_button = QPushButton("New chat")
+        self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
+        self.new_button.clicked.connect(self.new_chat)
+        self.rename_button = QPushButton("Rename")
+        self.rename_button.clicked.connect(self._rename_current)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.clicked.connect(self._ask_delete_current)
+        left = QWidget()
+        left_col = QVBoxLayout(left)
+        left_col.setContentsMargins(8, 8, 4, 8)
+        left_col.addWidget(self.new_button)
+        left_col.addWidget(self.conversation_list, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.rename_button)
+        row.addWidget(self.delete_button)
+        left_col.addLayout(row)
+
+        self.model_picker = QComboBox()
+        self.model_picker.setMinimumWidth(260)
+        self.model_picker.setToolTip("The model to chat with (from the library, or Browse…)")
+        self.model_picker.activated.connect(self._on_model_picked)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse_model)
+        self.auto_fit = QCheckBox("Auto fit")
+        self.auto_fit.setChecked(True)
+        self.auto_fit.setToolTip("Choose GPU layers and context from this machine's memory plan")
+        self.ctx_box = QSpinBox()
+        self.ctx_box.setRange(256, 1 << 20)
+        self.ctx_box.setSingleStep(1024)
+        self.ctx_box.setPrefix("ctx ")
+        self.ctx_box.setValue(self.settings.default_n_ctx)
+        self.gpu_box = QSpinBox()
+        self.gpu_box.setRange(0, 1000)
+        self.gpu_box.setPrefix("GPU layers ")
+        self.auto_fit.toggled.connect(self._update_state)
+        self.load_button = QPushButton("Load")
+        self.load_button.setObjectName("primary")
+        self.load_button.clicked.connect(lambda: self.load_model())
+        self.eject_button = QPushButton("Eject")
+        self.eject_button.setToolTip("Unload the model and stop its engine process")
+        self.eject_button.clicked.connect(self.eject)
+        top = QHBoxLayout()
+        for w in (self.model_picker, self.browse_button, self.auto_fit, self.ctx_box,
+                  self.gpu_box, self.load_button, self.eject_button):  # fmt: skip
+            top.addWidget(w)
+        top.addStretch(1)
+
+        self.load_status = PlainLabel("No model loaded", name="muted")
+        self.speed_label = PlainLabel("", name="muted")
+        self.context_bar = QProgressBar()
+        self.context_bar.setMaximumWidth(240)
+        self.context_bar.setFormat("context %v / %m")
+        self.context_bar.setToolTip("Tokens of the context window this conversation uses")
+        status = QHBoxLayout()
+        status.addWidget(self.load_status, 1)
+        status.addWidget(self.speed_label)
+        status.addWidget(self.context_bar)
+
+        self.view = ChatView()
+        self.view.edit_requested.connect(self.edit_message)
+        self.view.regenerate_requested.connect(self.regenerate)
+        self.composer = Composer()
+        self.composer.send_requested.connect(self.send)
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("primary")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop the reply (Esc)")
+        self.stop_button.clicked.connect(self.stop)
+        self.edit_note = PlainLabel("", name="muted")
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addStretch(1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.composer, 1)
+        bottom.addLayout(buttons)
+
+        center = QWidget()
+        mid = QVBoxLayout(center)
+        mid.setContentsMargins(4, 8, 4, 8)
+        mid.addLayout(top)
+        mid.addLayout(status)
+        mid.addWidget(self.view, 1)
+        mid.addWidget(self.edit_note)
+        mid.addLayout(bottom)
+
+        self.options = SamplingPanel()
+        self.options.changed.connect(self._on_options_changed)
+        right = QWidget()
+        right_col = QVBoxLayout(right)
+        right_col.setContentsMargins(4, 8, 8, 8)
+        right_col.addWidget(self.options)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(center)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([210, 760, 260])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+        escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        escape.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        escape.activated.connect(self._on_escape)
+
+    # ---- state --------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._task.busy
+
+    @property
+    def generating(self) -> bool:
+        return self.busy and self._mode == "reply"
+
+    def _update_state(self) -> None:
+        busy = self.busy
+        self.send_button.setEnabled(not busy)
+        self.stop_button.setEnabled(self.generating)
+        for w in (self.model_picker, self.browse_button, self.load_button, self.auto_fit):
+            w.setEnabled(not busy)
+        manual = not self.auto_fit.isChecked()
+        self.ctx_box.setEnabled(not busy and manual)
+        self.gpu_box.setEnabled(not busy and manual)
+        self.eject_button.setEnabled(not busy and self.loaded is not None)
+        has_conv = self.conversation is not None
+        self.rename_button.setEnabled(has_conv)
+        self.delete_button.setEnabled(has_conv)
+        self.view.set_busy(busy)
+
+    def selected_model(self) -> str | None:
+        path = self.model_picker.currentData()
+        return str(path) if path else None
+
+    # ---- models -------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        """Fill the picker from the library (keeps the current choice)."""
+        current = self.selected_model()
+        self.model_picker.blockSignals(True)
+        self.model_picker.clear()
+        for label, path in model_choices(self.settings):
+            self.model_picker.addItem(label, path)
+        if self.model_picker.count() == 0:
+            self.model_picker.addItem("No models yet: download one or Browse…", None)
+        if current:
+            self._select_model(current)
+        self.model_picker.blockSignals(False)
+
+    def _select_model(self, path: str) -> None:
+        index = self.model_picker.findData(path)
+        if index < 0:
+            if self.model_picker.count() == 1 and self.model_picker.itemData(0) is None:
+                self.model_picker.clear()
+            self.model_picker.addItem(Path(path).name, path)
+            index = self.model_picker.count() - 1
+        self.model_picker.setCurrentIndex(index)
+
+    def choose_model(self, path: str | Path, load: bool = True) -> None:
+        """Select a model file in the picker (adding it when it is not in the library)."""
+        self._select_model(str(path))
+        if self.conversation is not None:
+            self.conversation = self.store.update(self.conversation.id, model_path=str(path))
+        if load:
+            self.load_model()
+
+    def open_model(self, path: str | Path) -> None:
+        """Start chatting with ``path`` (the Library page's "Chat" action)."""
+        self.new_chat()
+        self.choose_model(path)
+
+    def _on_model_picked(self, _index: int) -> None:
+        path = self.selected_model()
+        if path:
+            self.choose_model(path)
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a GGUF model", str(self.settings.library_path()), "GGUF models (*.gguf)"
+        )
+        if path:
+            self.choose_model(path)
+
+    def load_model(self, then: Callable[[], None] | None = None) -> bool:
+        """Load the selected model off the GUI thread; ``then`` runs once it is loaded."""
+        path = self.selected_model()
+        if self.busy:
+            return False
+        if not path:
+            self._show_error(
+                "Choose a model first: pick one from the library or Browse… for a file."
+            )
+            return False
+        auto = self.auto_fit.isChecked()
+        n_ctx, ngl = self.ctx_box.value(), self.gpu_box.value()
+        default_ctx, threads = self.settings.default_n_ctx, self.settings.threads()
+        engine = self.engine
+
+        def work(token: CancelToken) -> Iterator[Any]:
+            plan = LoadPlan(n_ctx, ngl, "chosen by hand")
+            if auto:
+                yield _Step(f"Planning memory for {Path(path).name}…")
+                plan = plan_load(path, default_ctx, engine)
+                yield plan
+            if token.cancelled:
+                return
+            yield _Step(
+                f"Loading {Path(path).name} (context {plan.n_ctx}, GPU layers {plan.n_gpu_layers})…"
+            )
+            yield engine.load(
+                path, n_ctx=plan.n_ctx, n_gpu_layers=plan.n_gpu_layers, n_threads=threads
+            )
+
+        self.loaded = None
+        self._after_load = then
+        self._mode = "load"
+        self._task.start(work, name="load model")
+        self.load_status.setText(f"Preparing {Path(path).name}…")
+        self._update_state()
+        return True
+
+    def eject(self) -> None:
+        """Unload the model and stop the engine process (memory back to the system)."""
+        if self.busy:
+            return
+        self.engine.close()
+        self.loaded = None
+        self.load_status.setText("No model loaded")
+        self._update_state()
+
+    # ---- conversations ------------------------------------------------------------------
+    def refresh_conversations(self) -> None:
+        current = self.conversation.id if self.conversation else None
+        self.conversation_list.blockSignals(True)
+        self.conversation_list.clear()
+        for conv in self.store.conversations():
+            item = QListWidgetItem(conv.title)
+            item.setData(ID_ROLE, conv.id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+            item.setToolTip(conv.model_path or "")
+            self.conversation_list.addItem(item)
+            if conv.id == current:
+                item.setSelected(True)
+                self.conversation_list.setCurrentItem(item)
+        self.conversation_list.blockSignals(False)
+
+    def new_chat(self) -> None:
+        """Ctrl+N: a fresh conversation (an empty current one is reused, not duplicated)."""
+        if self.conversation is not None and not self.store.messages(self.conversation.id):
+            self.composer.setFocus()
+            return
+        conv = self.store.create(
+            model_path=self.selected_model(), system_prompt=self.settings.system_prompt
+        )
+        self.options.load_defaults(self.settings)
+        self.open_conversation(conv.id)
+        self.composer.setFocus()
+
+    def open_conversation(self, conversation_id: int) -> None:
+        self._cancel_edit()
+        conv = self.store.get(conversation_id)
+        self.conversation = conv
+        self.view.clear()
+        used = 0
+        for msg in self.store.messages(conv.id):
+            words = stats_words(msg.stats) if msg.stats else ""
+            self.view.add_message(msg.role, msg.content, msg.id, words)
+            if msg.stats:
+                used = int(msg.stats.get("prompt_tokens", 0)) + int(msg.stats.get("tokens", 0))
+        self._show_context(used)
+        self.options.set_values(conv.options, conv.system_prompt)
+        if conv.model_path and not self.busy:
+            self._select_model(conv.model_path)
+        self.refresh_conversations()
+        self._update_state()
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        conv = self.store.rename(conversation_id, title)
+        if self.conversation and self.conversation.id == conv.id:
+            self.conversation = conv
+        self.refresh_conversations()
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        if self.generating and self._reply_conv == conversation_id:
+            self.stop()
+        self.store.delete(conversation_id)
+        if self.conversation and self.conversation.id == conversation_id:
+            self.conversation = None
+            self.view.clear()
+            self._show_context(0)
+        self.refresh_conversations()
+        first = self.conversation_list.item(0)
+        if self.conversation is None and first is not None:
+            self.open_conversation(int(first.data(ID_ROLE)))
+        self._update_state()
+
+    def _on_conversation_clicked(self) -> None:
+        items = self.conversation_list.selectedItems()
+        if items:
+            cid = int(items[0].data(ID_ROLE))
+            if self.conversation is None or cid != self.conversation.id:
+                self.open_conversation(cid)
+
+    def _on_item_renamed(self, item: QListWidgetItem) -> None:
+        self.rename_conversation(int(item.data(ID_ROLE)), item.text())
+
+    def _rename_current(self) -> None:
+        item = self.conversation_list.currentItem()
+        if item is not None:
+            self.conversation_list.editItem(item)
+
+    def _ask_delete_current(self) -> None:
+        if self.conversation is None:
+            return
+        answer = QMessageBox.question(
+            self, "Delete conversation", f"Delete “{self.conversation.title}” and all its messages?"
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_conversation(self.conversation.id)
+
+    def _on_options_changed(self) -> None:
+        if self.conversation is not None:
+            self.conversation = self.store.update(
+                self.conversation.id,
+                options=self.options.values(),
+                system_prompt=self.options.system_prompt.toPlainText(),
+            )
+
+    # ---- sending ------------------------------------------------------------------------
+    def send(self) -> None:
+        """Send the composer's text (Enter); while editing, it replaces the edited message."""
+        text = self.composer.toPlainText().strip()
+        if not text or self.busy:
+            return
+        if self.conversation is None:
+            self.conversation = self.store.create(
+                model_path=self.selected_model(),
+                system_prompt=self.options.system_prompt.toPlainText(),
+                options=self.options.values(),
+            )
+        cid = self.conversation.id
+        if self._editing_id is not None:
+            self._drop_from(self._editing_id)
+            self._cancel_edit()
+        msg = self.store.add_message(cid, "user", text)
+        self.view.add_message("user", text, msg.id)
+        self.composer.clear()
+        self.refresh_conversations()
+        self._reply()
+
+    def _reply(self) -> None:
+        """Answer the conversation's last message (loading the model first when needed)."""
+        path = self.selected_model()
+        self._check_engine()
+        if self.loaded is None or (path and Path(self.loaded.path) != Path(path)):
+            self.load_model(then=self._reply)
+            return
+        assert self.conversation is not None
+        conv = self.conversation
+        messages = engine_messages(
+            self.options.system_prompt.toPlainText(), self.store.messages(conv.id)
+        )
+        sampling = self.options.sampling()
+        max_tokens = self.options.max_tokens.value()
+        engine, ignore_eos = self.engine, self.ignore_eos
+
+        def work(token: CancelToken) -> Iterator[Any]:
+            stream = engine.chat(
+                messages, max_tokens=max_tokens, sampling=sampling, ignore_eos=ignore_eos
+            )
+            for item in stream:
+                if token.cancelled:  # a Stop that came before the request reached the child
+                    engine.cancel()
+                yield item
+
+        self._reply_conv = conv.id
+        self._reply_started = time.perf_counter()
+        self._reply_pieces = 0
+        self._reply_stats = None
+        self._mode = "reply"
+        self.view.begin_stream()
+        self.speed_label.setText("Waiting for the first token…")
+        task = self._task.start(work, name="chat reply")
+        task.on_cancel = engine.cancel
+        self._update_state()
+
+    def stop(self) -> None:
+        """Stop the reply (Esc); what was written so far is kept."""
+        if self.generating and self._task.current is not None:
+            self._task.current.cancel()
+
+    def regenerate(self, message_id: int) -> None:
+        """Write the last reply again (the old one is replaced)."""
+        if self.busy or self.conversation is None:
+            return
+        self._drop_from(message_id)
+        self._reply()
+
+    def edit_message(self, message_id: int) -> None:
+        """Put the last user message back in the composer; sending replaces it and what followed."""
+        if self.busy or self.conversation is None:
+            return
+        msg = next(
+            (m for m in self.store.messages(self.conversation.id) if m.id == message_id), None
+        )
+        if msg is None:
+            return
+        self._editing_id = message_id
+        self.composer.setPlainText(msg.content)
+        self.composer.setFocus()
+        self.edit_note.setText("Editing your last message: Enter sends it again, Esc cancels.")
+
+    def _cancel_edit(self) -> None:
+        if self._editing_id is not None:
+            self._editing_id = None
+            self.composer.clear()
+        self.edit_note.setText("")
+
+    def _drop_from(self, message_id: int) -> None:
+        assert self.conversation is not None
+        ids = [m.message_id for m in self.view.messages]
+        self.store.delete_messages_from(self.conversation.id, message_id)
+        if message_id in ids:
+            self.view.remove_from(ids.index(message_id))
+
+    def _on_escape(self) -> None:
+        if self.generating:
+            self.stop()
+        else:
+            self._cancel_edit()
+
+    # ---- task events --------------------------------------------------------------------
+    def _on_task_item(self, item: Any) -> None:
+        if self._closed:
+            return
+        if isinstance(item, str):
+            self._reply_pieces += 1
+            self.view.append_token(item)
+            self._show_live_speed()
+        elif isinstance(item, GenerationStats):
+            self._reply_stats = item
+        elif isinstance(item, _Step):
+            self.load_status.setText(item.text)
+        elif isinstance(item, LoadPlan):
+            self.ctx_box.setValue(item.n_ctx)
+            self.gpu_box.setValue(item.n_gpu_layers)
+            self.load_status.setToolTip(f"Fit plan: {item.reason}")
+        elif isinstance(item, LoadedInfo):
+            self.loaded = item
+            name = Path(item.path).name
+            self.load_status.setText(
+                f"{name} · context {item.n_ctx} · GPU layers {item.n_gpu_layers} · "
+                f"loaded in {item.load_s:.1f} s"
+            )
+            self._show_context(self._context_base)
+
+    def _on_task_finished(self) -> None:
+        if self._closed:
+            return
+        mode, self._mode = self._mode, ""
+        if mode == "reply":
+            self._finish_reply(None)
+        elif mode == "load":
+            then, self._after_load = self._after_load, None
+            self._update_state()
+            if then is not None and self.loaded is not None:
+                then()
+        self._update_state()
+
+    def _on_task_failed(self, message: str, exc: object) -> None:
+        if self._closed:
+            return
+        mode, self._mode = self._mode, ""
+        if isinstance(exc, EngineCrashed) or not self.engine.alive:
+            self.loaded = None
+        if mode == "reply":
+            self._finish_reply(exc)
+        else:
+            self._after_load = None
+            name = Path(self.selected_model() or "").name
+            self.load_status.setText(f"Could not load {name}")
+            self._show_error(f"Could not load {name}: {message}")
+        self._update_state()
+
+    def _finish_reply(self, error: object) -> None:
+        stats = self._reply_stats
+        widget = self.view.streaming
+        text = stats.text if stats is not None else (widget.text if widget is not None else "")
+        words = stats_words(stats.to_json()) if stats is not None else ""
+        if error is not None and text:
+            words = "interrupted"
+        self.view.end_stream(text, words)
+        if text or stats is not None:
+            msg = self.store.add_message(
+                self._reply_conv, "assistant", text, stats.to_json() if stats else None
+            )
+            if widget is not None:
+                widget.message_id = msg.id
+        if stats is not None:
+            self.speed_label.setText(words)
+            self._show_context(stats.prompt_tokens + stats.tokens)
+        if error is not None:
+            self.speed_label.setText("")
+            self._show_error(_error_words(error), self._reply_conv)
+        self.view.set_busy(False)
+
+    def _check_engine(self) -> None:
+        """Notice an engine that died while idle (killed, out of memory): say so, drop the model."""
+        if self.busy or self.loaded is None:
+            return
+        if not self.engine.alive or self.engine.loaded is None:
+            self.loaded = None
+            self.load_status.setText(
+                "The engine process stopped; the model loads again with your next message."
+            )
+            self._update_state()
+
+    def _show_error(self, text: str, conversation_id: int | None = None) -> None:
+        """An error in the conversation (kept with it) or, with no conversation, in the status."""
+        cid = conversation_id or (self.conversation.id if self.conversation else None)
+        if cid is None:
+            self.load_status.setText(text)
+            return
+        msg = self.store.add_message(cid, "error", text)
+        if self.conversation is not None and self.conversation.id == cid:
+            self.view.add_message("error", text, msg.id)
+
+    def _show_live_speed(self) -> None:
+        if self._reply_pieces % 8 == 1:
+            elapsed = time.perf_counter() - self._reply_started
+            if elapsed > 0:
+                self.speed_label.setText(f"{self._reply_pieces / elapsed:.1f} tok/s…")
+        self._show_context(self._context_base + self._reply_pieces, live=True)
+
+    def _show_context(self, used: int, live: bool = False) -> None:
+        if not live:
+            self._context_base = used
+        n_ctx = self.loaded.n_ctx if self.loaded else self.ctx_box.value()
+        self.context_bar.setMaximum(max(1, n_ctx))
+        self.context_bar.setValue(min(used, n_ctx))
+
+    # ---- shutdown -----------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop the reply (kept as far as it got), wait for its task, stop the engine process."""
+        if self._closed:
+            return
+        task = self._task.current
+        if task is not None:
+            task.cancel()
+            task.done.wait(10)
+            # Deliver the task's last queued signals now, while the store is still open, so the
+            # partial reply and its stats are saved like after a Stop.
+            QCoreApplication.sendPostedEvents(self._task, QEvent.Type.MetaCall)
+        self._closed = True
+        self._watchdog.stop()
+        self.engine.close()
+
+    def page_shown(self) -> None:
+        self.composer.setFocus()
+
+
+def _error_words(error: object) -> str:
+    if isinstance(error, EngineCrashed):
+        return f"{error} The model was unloaded; send again to load it in a fresh engine."
+    if isinstance(error, EngineError):
+        return f"The engine reported an error ({error.kind}): {error}"
+    return f"The reply failed: {error}"
