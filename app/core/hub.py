@@ -268,6 +268,7 @@ def group_variants(repo_id: str, commit: str, files: list[HubFile]) -> list[Vari
 def search(text: str, *, limit: int = 30, token: str | None = None) -> list[RepoSummary]:
     """GGUF repos matching ``text``, most downloaded first."""
     with hub_errors(text):
+        _probe()
         models = api(token).list_models(
             search=text or None, filter="gguf", sort="downloads", limit=limit
         )
@@ -281,6 +282,13 @@ def search(text: str, *, limit: int = 30, token: str | None = None) -> list[Repo
             )
             for m in models
         ]
+
+
+def _probe() -> None:
+    """Fail fast when the Hub is unreachable: list_models retries connection errors for ~30 s."""
+    from huggingface_hub import get_session
+
+    get_session().head(endpoint(), timeout=httpx2.Timeout(10.0, connect=5.0))
 
 
 def list_variants(

@@ -1,0 +1,287 @@
+"""Verified, resumable downloads from the Hub imitation into the library (real huggingface_hub)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app.cli import run_cli
+from app.core import download
+from app.core import hub as hubapi
+from app.core.download import StopToken
+from app.core.hub import HubError
+from app.core.library import Library
+from tests.hub_fixtures import GATED_REPO, TINY_REPO
+
+Q8 = "quantdesk-test-Q8_0.gguf"
+Q4 = "quantdesk-test-Q4_K_M.gguf"
+FAST = {"backoff_s": 0.01, "margin_bytes": 0}
+# Bytes a killed or dropped transfer may have had in flight (socket buffers + one server chunk).
+IN_FLIGHT = 128 * 1024
+
+
+def _run(gen) -> list[download.DownloadProgress]:
+    return list(gen)
+
+
+def _variant(quant: str) -> hubapi.Variant:
+    return hubapi.pick_variant(hubapi.list_variants(TINY_REPO), quant)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _models_on_disk(library: Library) -> list[Path]:
+    return [p for p in library.folder.rglob("*.gguf") if ".partial" not in p.parts]
+
+
+def test_pull_lands_a_verified_model_with_provenance(hub, hub_repos, capsys):
+    assert run_cli(["pull", TINY_REPO, "Q4_K_M", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    path = Path(record["path"])
+    assert path.read_bytes() == hub_repos[TINY_REPO][Q4].read_bytes()
+    assert path.parent == Library().folder / "quantdesk-test" / "tiny-GGUF"
+    assert record["quant"] == "Q4_K_M"  # confirmed from the header
+    assert record["sha256"] == hub.sha256(TINY_REPO, Q4)
+    assert record["commit"] == hub.commit(TINY_REPO)
+    assert record["repo"] == TINY_REPO and record["file"] == Q4 and record["source"] == "hub"
+    assert not list((Library().folder / ".partial").iterdir())  # no partial or sidecar left
+    # pulling again is a no-op: nothing more is fetched
+    served = hub.served(TINY_REPO, Q4)
+    assert run_cli(["pull", TINY_REPO, Q4]) == 0
+    assert capsys.readouterr().out.strip() == str(path)
+    assert hub.served(TINY_REPO, Q4) == served
+
+
+def test_progress_reports_bytes_speed_and_eta(hub):
+    hub.throttle(2_000_000)
+    steps = _run(download.download(_variant("Q8_0"), **FAST))
+    flowing = [s for s in steps if s.state == "downloading"]
+    assert len(flowing) >= 3
+    assert all(a.bytes_done <= b.bytes_done for a, b in zip(flowing, flowing[1:], strict=False))
+    assert any(s.speed_bps > 500_000 and s.eta_s is not None for s in flowing)
+    assert steps[-1].state == "done" and steps[-1].bytes_done == steps[-1].bytes_total
+
+
+def test_sharded_variant_is_all_or_nothing(hub, hub_repos):
+    variant = _variant("F16")
+    last = variant.files[-1].name
+    hub.fail(404, times=100, match=last, error_code="EntryNotFound")
+    library = Library()
+    with pytest.raises(HubError, match="does not exist") as info:
+        _run(download.download(variant, library, **FAST))
+    assert info.value.kind == "not_found"
+    assert library.list() == [] and _models_on_disk(library) == []
+    hub._faults.clear()
+    steps = _run(download.download(variant, library, **FAST))
+    model = steps[-1].model
+    assert model is not None and model.quant == "F16" and len(model.files) == 3
+    for f, path in zip(variant.files, model.files, strict=True):
+        assert path.name == f.name and _sha(path) == f.sha256
+        assert hub.served(TINY_REPO, f.name) == f.size  # the verified shards were not fetched twice
+    assert {s.shard for s in steps} == {1, 2, 3} and steps[-1].shards == 3
+
+
+def test_dropped_connection_is_resumed_with_range(hub, hub_repos):
+    hub.drop_after(Q8, 300_000, times=2)
+    steps = _run(download.download(_variant("Q8_0"), **FAST))
+    assert [s.state for s in steps].count("retrying") == 2
+    assert _sha(steps[-1].model.path) == hub.sha256(TINY_REPO, Q8)
+    assert hub.file_requests(Q8) == [None, "bytes=300000-", "bytes=600000-"]
+    assert hub.served(TINY_REPO, Q8) == hub_repos[TINY_REPO][Q8].stat().st_size
+
+
+def test_server_errors_are_retried_then_reported(hub):
+    hub.fail(503, times=2, match=Q8)
+    steps = _run(download.download(_variant("Q8_0"), **FAST))
+    assert steps[-1].state == "done"
+    hub.fail(500, times=100, match=Q4)
+    library = Library()
+    with pytest.raises(HubError, match="500 .*try again later") as info:
+        _run(download.download(_variant("Q4_K_M"), library, retries=2, **FAST))
+    assert info.value.kind == "server"
+    assert [m.hub_file for m in library.list()] == [Q8]
+
+
+def test_flipped_byte_is_caught_and_nothing_enters_the_library(hub, capsys):
+    hub.flip_byte(Q8, 777_777)
+    assert run_cli(["pull", TINY_REPO, "Q8_0"]) == 1
+    err = capsys.readouterr().err
+    assert "failed verification" in err and hub.sha256(TINY_REPO, Q8) in err
+    library = Library()
+    assert library.list() == [] and _models_on_disk(library) == []
+    assert not list((library.folder / ".partial").iterdir())  # the bad copy is gone
+
+
+def test_missing_file_and_missing_quant_are_clear(hub, capsys):
+    variant = _variant("Q8_0")
+    ghost = hub_file_variant(variant, "quantdesk-test-Q5_K_M.gguf")
+    with pytest.raises(HubError, match="Q5_K_M.gguf does not exist") as info:
+        _run(download.download(ghost, **FAST))
+    assert info.value.kind == "not_found"
+    assert run_cli(["pull", TINY_REPO, "Q3_K_S"]) == 1
+    assert "has no Q3_K_S variant (it has: F16, Q2_K, Q4_K_M, Q8_0)" in capsys.readouterr().err
+    assert run_cli(["pull", "nobody/nothing", "Q4_K_M"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def hub_file_variant(like: hubapi.Variant, name: str) -> hubapi.Variant:
+    return hubapi.Variant(
+        like.repo_id, like.commit, "Q5_K_M", (hubapi.HubFile(name, 1000, "ab" * 32),)
+    )
+
+
+def test_gated_repo_needs_the_users_token(hub, monkeypatch, capsys):
+    assert run_cli(["pull", GATED_REPO, "Q4_K_M"]) == 1
+    assert "is gated: accept its terms" in capsys.readouterr().err
+    assert Library().list() == []
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    assert run_cli(["pull", GATED_REPO, "Q4_K_M"]) == 1
+    assert "gated" in capsys.readouterr().err
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    assert run_cli(["pull", GATED_REPO, "Q4_K_M"]) == 0
+    assert [m.repo_id for m in Library().list()] == [GATED_REPO]
+
+
+def test_not_enough_free_disk_is_refused_before_any_byte(hub):
+    library = Library()
+    free = shutil.disk_usage(library.folder).free
+    # A margin that leaves less room than the file needs: the real free space decides.
+    margin = free - 1000
+    with pytest.raises(HubError, match="not enough free disk") as info:
+        _run(download.download(_variant("Q8_0"), library, margin_bytes=margin))
+    assert info.value.kind == "disk"
+    assert hub.file_requests(Q8) == [] and hub.served(TINY_REPO, Q8) == 0
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 1 MiB tmpfs (needs root and mount rights; skipped elsewhere)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small filesystem needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)])
+    if done.returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_small_real_filesystem_refuses_a_bigger_model(hub, small_filesystem):
+    library = Library(folder=small_filesystem / "models")
+    with pytest.raises(HubError, match="not enough free disk"):
+        _run(download.download(_variant("Q8_0"), library, margin_bytes=0))
+    assert hub.file_requests(Q8) == []
+    # the small one fits
+    steps = _run(download.download(_variant("Q2_K"), library, margin_bytes=0))
+    assert steps[-1].model.path.is_relative_to(small_filesystem)
+
+
+@pytest.mark.parametrize("name", ["../../x.gguf", "/tmp/evil-x.gguf", "..\\..\\x.gguf", "C:x.gguf"])
+def test_hostile_hub_file_names_are_refused(hub, hub_repos, name, tmp_path):
+    hub.add_repo("evil/repo-GGUF", {name: hub_repos[TINY_REPO][Q4]})
+    library = Library()
+    variant = hubapi.pick_variant(hubapi.list_variants("evil/repo-GGUF"), name)
+    with pytest.raises(HubError, match="refused") as info:
+        _run(download.download(variant, library, **FAST))
+    assert info.value.kind == "refused"
+    assert hub.file_requests(name) == []
+    assert not Path("/tmp/evil-x.gguf").exists()
+    assert not (library.folder.parent / "x.gguf").exists() and library.list() == []
+
+
+def test_pause_then_resume_continues_with_range(hub, hub_repos):
+    hub.throttle(1_000_000)
+    variant = _variant("Q8_0")
+    size = variant.size_bytes
+    stop = StopToken()
+    library = Library()
+    steps = []
+    for step in download.download(variant, library, stop=stop, **FAST):
+        steps.append(step)
+        if step.bytes_done > size // 3:
+            stop.pause()
+    assert steps[-1].state == "paused"
+    pending = download.pending_downloads(library)
+    assert [p.variant.file for p in pending] == [Q8]
+    assert size // 3 < pending[0].bytes_done < size
+    hub.throttle(None)
+    steps = _run(download.download(pending[0].variant, library, **FAST))
+    assert steps[0].state == "resuming"
+    assert _sha(steps[-1].model.path) == hub.sha256(TINY_REPO, Q8)
+    ranges = hub.file_requests(Q8)
+    assert ranges[0] is None and ranges[1] == f"bytes={pending[0].bytes_done}-"
+    assert hub.served(TINY_REPO, Q8) <= size + IN_FLIGHT
+    assert download.pending_downloads(library) == []
+
+
+def test_cancel_keeps_the_partial_and_discard_removes_it(hub):
+    hub.throttle(1_000_000)
+    variant = _variant("Q8_0")
+    stop = StopToken()
+    steps = []
+    for step in download.download(variant, stop=stop, **FAST):
+        steps.append(step)
+        if step.bytes_done > 100_000:
+            stop.cancel()
+    assert steps[-1].state == "cancelled"
+    assert download.pending_downloads()
+    download.discard(variant)
+    assert download.pending_downloads() == [] and Library().list() == []
+
+
+def test_killed_pull_resumes_without_fetching_bytes_twice(hub, hub_repos):
+    size = hub_repos[TINY_REPO][Q8].stat().st_size
+    hub.throttle(400_000)  # ~4 s for the file, so "halfway" is reliable
+    part = Library().folder / ".partial" / f"{hub.sha256(TINY_REPO, Q8)}.part"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "pull", TINY_REPO, "Q8_0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= size // 2):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the pull did not get halfway"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    have = part.stat().st_size
+    assert size // 2 <= have < size
+    assert Library().list() == []
+    sidecar = json.loads(part.with_suffix(".json").read_text())
+    assert sidecar["repo_id"] == TINY_REPO and sidecar["file"] == Q8 and sidecar["size"] == size
+    hub.throttle(None)
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "pull", TINY_REPO, "Q8_0", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert _sha(Path(record["path"])) == hub.sha256(TINY_REPO, Q8) == record["sha256"]
+    ranges = hub.file_requests(Q8)
+    assert len(ranges) == 2 and ranges[1] is not None
+    resumed_from = int(ranges[1].split("=")[1].rstrip("-"))
+    assert resumed_from >= size // 2
+    assert hub.served(TINY_REPO, Q8) <= size + IN_FLIGHT
