@@ -1,4 +1,4 @@
-"""The one :class:`~app.core.settings.Settings` object the window's pages share.
+"""The one :class:`~app.core.settings.Settings` object the window's pages share, and the theme.
 
 Pages read it with :func:`shared_settings`; the Settings page changes it, saves it and emits
 ``context.events.settings_changed`` so other pages can apply what concerns them.
@@ -8,9 +8,64 @@ from __future__ import annotations
 
 from typing import Any
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
+
 from app.core.settings import Settings
+
+_SCHEMES = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}
 
 
 def shared_settings(context: Any) -> Settings:
-    """The window's settings, loaded from disk on first use."""
-    return context.service("settings", Settings.load)
+    """The window's settings, loaded from disk on first use (which also applies the theme)."""
+
+    def load() -> Settings:
+        settings = Settings.load()
+        apply_theme(settings.theme)
+        return settings
+
+    return context.service("settings", load)
+
+
+def apply_theme(theme: str) -> None:
+    """Light or dark on request; "system" hands the choice back to the operating system.
+
+    Qt 6.8+ switches the platform's own scheme; where the platform cannot (some Linux desktops,
+    the offscreen platform) an explicit palette does the job.
+    """
+    app = QGuiApplication.instance()
+    if app is None:
+        return
+    wanted = _SCHEMES.get(theme, Qt.ColorScheme.Unknown)
+    hints = QGuiApplication.styleHints()
+    if hasattr(hints, "setColorScheme"):
+        hints.setColorScheme(wanted)
+    if wanted == Qt.ColorScheme.Unknown or hints.colorScheme() == wanted:
+        QGuiApplication.setPalette(QPalette())  # the platform's own palette again
+    else:
+        QGuiApplication.setPalette(_dark_palette() if theme == "dark" else _light_palette())
+    app.setProperty("quantdesk_theme", theme)
+
+
+def _light_palette() -> QPalette:
+    return QPalette(QColor("#f3f4f6"), QColor("#ffffff"))
+
+
+def _dark_palette() -> QPalette:
+    p = QPalette(QColor("#2b2d31"), QColor("#1e1f22"))
+    roles = {
+        QPalette.ColorRole.WindowText: "#e6e6e6",
+        QPalette.ColorRole.Text: "#e6e6e6",
+        QPalette.ColorRole.ButtonText: "#e6e6e6",
+        QPalette.ColorRole.Button: "#3a3c42",
+        QPalette.ColorRole.AlternateBase: "#26282c",
+        QPalette.ColorRole.ToolTipBase: "#3a3c42",
+        QPalette.ColorRole.ToolTipText: "#e6e6e6",
+        QPalette.ColorRole.PlaceholderText: "#8a8d93",
+        QPalette.ColorRole.Highlight: "#4f7cff",
+        QPalette.ColorRole.HighlightedText: "#ffffff",
+        QPalette.ColorRole.Link: "#8ab4ff",
+    }
+    for role, color in roles.items():
+        p.setColor(role, QColor(color))
+    return p
