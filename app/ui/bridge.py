@@ -117,8 +117,28 @@ class TaskRunner(QObject):
         self.pool.start(_Runnable(task))
         return task
 
-    def run(self, work: Callable[[CancelToken], Any], name: str = "") -> Task:
-        return self.start(Task(work, name))
+    def run(
+        self,
+        work: Callable[[CancelToken], Any],
+        name: str = "",
+        *,
+        on_item: Callable[[Any], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+        on_failed: Callable[[str, object], None] | None = None,
+    ) -> Task:
+        """Start ``work``; handlers given here are connected before it starts, so none is missed.
+
+        (Connecting to the returned task afterwards races with a fast task.)  Pass bound methods
+        of a QObject (a widget), so Qt drops the connection if the widget goes first.
+        """
+        task = Task(work, name)
+        if on_item is not None:
+            task.item_produced.connect(on_item)
+        if on_finished is not None:
+            task.finished.connect(on_finished)
+        if on_failed is not None:
+            task.failed.connect(on_failed)
+        return self.start(task)
 
     def _forget(self, task: Task) -> None:
         with self._lock:

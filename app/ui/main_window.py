@@ -160,6 +160,11 @@ class MainWindow(QMainWindow):
         self.sidebar.setCurrentRow(index)
         return self.page(title)
 
+    def set_badge(self, title: str, count: int) -> None:
+        """Show a count next to a page's name in the sidebar (0 hides it)."""
+        index = [t for t, _ in PAGES].index(title)
+        self.sidebar.item(index).setText(f"{title}  ({count})" if count else title)
+
     def current_title(self) -> str:
         return PAGES[self.stack.currentIndex()][0]
 

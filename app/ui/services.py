@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from app.core.dryrun import DryRunner
 from app.core.hardware import HardwareProfile, detect
+from app.core.library import Library
 
 if TYPE_CHECKING:
     from app.ui.main_window import AppContext
@@ -28,3 +29,8 @@ def hardware_profile(context: AppContext, refresh: bool = False) -> HardwareProf
 def dry_runner(context: AppContext) -> DryRunner:
     """The window's DryRunner (its engine child starts on the first dry run)."""
     return context.service("dryrun", DryRunner)
+
+
+def library(context: AppContext) -> Library:
+    """The window's Library (folder from the settings; replace it when the setting changes)."""
+    return context.service("library", Library)
