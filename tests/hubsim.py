@@ -441,7 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
         drop = self.hub._take_drop(filename)
         flips = self.hub._flips.get(filename, set())
         rate = self.hub._rate
-        chunk = min(_CHUNK, max(4096, int(rate / 20))) if rate else _CHUNK
+        chunk = min(_CHUNK, max(4096, int(rate / 20))) if rate else 16 * _CHUNK
         began = time.monotonic()
         sent = 0
         handle = content.open("rb") if isinstance(content, Path) else None

@@ -138,11 +138,11 @@ def offline_mode() -> bool:
 
 def user_token() -> str | None:
     """The Hub token from the user's settings, else ``HF_TOKEN`` (huggingface_hub's own rule)."""
-    value = _setting("hub_token")
+    value = user_setting("hub_token")
     return str(value) if value else (os.environ.get("HF_TOKEN") or None)
 
 
-def _setting(name: str) -> Any:
+def user_setting(name: str) -> Any:
     """A value from ``app.core.settings`` when that module exists and knows ``name``."""
     try:
         from app.core import settings  # type: ignore[attr-defined]

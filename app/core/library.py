@@ -153,7 +153,7 @@ def default_folder() -> Path:
     """The library folder from the user's settings, else the per-OS default."""
     from app.core import hub  # the settings lookup lives there; hub does not import library
 
-    chosen = hub._setting("library_dir")
+    chosen = hub.user_setting("library_dir")
     if chosen:
         folder = Path(str(chosen)).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
