@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -93,7 +93,6 @@ class Variant:
     quant: str  # parsed from the file name; "unknown" when the name says nothing
     files: tuple[HubFile, ...]
     quant_confirmed: bool = False  # True once read from the GGUF header
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def file(self) -> str:
