@@ -132,7 +132,7 @@ def test_gpu_box_24gb(runner, variants):
 def test_a_longer_context_can_change_the_verdict(runner, variants):
     budget, fits, _ = _recommend(runner, variants, "m1_8gb", n_ctx=8192)
     assert fits["Q4_K_M"].verdict == "partial_gpu"  # the KV cache no longer fits with it
-    assert fits["Q4_K_M"].offload.max_ctx < 8192
+    assert fits["Q4_K_M"].offload.max_ctx >= 8192  # at the layers it keeps on the GPU
 
 
 def _cli(*args: str) -> dict:
