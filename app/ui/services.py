@@ -32,5 +32,10 @@ def dry_runner(context: AppContext) -> DryRunner:
 
 
 def library(context: AppContext) -> Library:
-    """The window's Library (folder from the settings; replace it when the setting changes)."""
-    return context.service("library", Library)
+    """The Library in the folder the settings name now (cheap: one small SQLite statement).
+
+    Built per call rather than shared, so a library folder changed in Settings applies at once.
+    """
+    from app.ui.settings_service import shared_settings
+
+    return Library(folder=shared_settings(context).library_path())

@@ -35,7 +35,8 @@ def _variant(quant_or_file: str) -> core_hub.Variant:
 
 
 def _wait_state(qtbot, item, *states: str, timeout: int = DONE_MS) -> None:
-    qtbot.waitUntil(lambda: item.row.state in states, timeout=timeout)
+    """Until the row shows one of ``states`` and its task has ended (its last signal arrived)."""
+    qtbot.waitUntil(lambda: item.row.state in states and not item.active, timeout=timeout)
 
 
 def _wait_bytes(qtbot, item, nbytes: int) -> None:

@@ -127,7 +127,6 @@ class DownloadsPage(QWidget):
     def __init__(self, context: AppContext) -> None:
         super().__init__()
         self.context = context
-        self.library: Library = library(context)
         self.items: list[DownloadItem] = []
         outer = QVBoxLayout(self)
         outer.setContentsMargins(20, 16, 20, 16)
@@ -157,6 +156,10 @@ class DownloadsPage(QWidget):
         context.runner.run(
             lambda _t: pending_downloads(lib), name="pending-downloads", on_item=self._on_pending
         )
+
+    @property
+    def library(self) -> Library:
+        return library(self.context)
 
     # --- public API (the Models page calls start_download) ------------------------------------
     def start_download(self, variant: Variant) -> DownloadItem:
@@ -210,9 +213,9 @@ class DownloadsPage(QWidget):
 
     def open_in_library(self, item: DownloadItem) -> None:
         page = self.context.window.show_page("Library")
-        select = getattr(page, "select_model", None)
+        select = getattr(page, "select", None)
         if select is not None and item.last is not None and item.last.model is not None:
-            select(item.last.model)
+            select(item.last.model.path)
 
     def update_badge(self) -> None:
         self.context.window.set_badge("Downloads", self.active_count)
