@@ -34,7 +34,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers
 
 import app
-from app.core import paths
+from app.core import paths, settings
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -131,27 +131,16 @@ def endpoint() -> str:
 
 
 def offline_mode() -> bool:
+    """Offline when ``HF_HUB_OFFLINE`` says so or the user switched it on in Settings."""
     value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.upper() in {"1", "ON", "YES", "TRUE"} or constants.is_offline_mode()
+    if value.upper() in {"1", "ON", "YES", "TRUE"} or constants.is_offline_mode():
+        return True
+    return settings.load().offline
 
 
 def user_token() -> str | None:
     """The Hub token from the user's settings, else ``HF_TOKEN`` (huggingface_hub's own rule)."""
-    value = user_setting("hub_token")
-    return str(value) if value else (os.environ.get("HF_TOKEN") or None)
-
-
-def user_setting(name: str) -> Any:
-    """A value from ``app.core.settings`` when that module exists and knows ``name``."""
-    try:
-        from app.core import settings  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
-        loaded = settings.load() if hasattr(settings, "load") else settings
-        return loaded.get(name) if isinstance(loaded, dict) else getattr(loaded, name, None)
-    except Exception:  # a broken settings file must not break the Hub or the library
-        return None
+    return settings.load().hub_token or os.environ.get("HF_TOKEN") or None
 
 
 def request_headers(token: str | None = None) -> dict[str, str]:
@@ -181,7 +170,7 @@ def api(token: str | None = None) -> HfApi:
 def hub_errors(repo_id: str = "", filename: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub and transport exceptions into :class:`HubError` with plain words."""
     if offline_mode():
-        raise OfflineError("offline mode is on (HF_HUB_OFFLINE): showing only local models")
+        raise OfflineError("offline mode is on (Settings or HF_HUB_OFFLINE): only local models")
     what = f"{repo_id}/{filename}" if filename else repo_id
     try:
         yield

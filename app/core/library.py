@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from app.core import gguf_header, paths
+from app.core import gguf_header, paths, settings
 
 _BLOCK = 4 << 20
 _SCHEMA = """
@@ -150,15 +150,8 @@ def hash_into(
 
 
 def default_folder() -> Path:
-    """The library folder from the user's settings, else the per-OS default."""
-    from app.core import hub  # the settings lookup lives there; hub does not import library
-
-    chosen = hub.user_setting("library_dir")
-    if chosen:
-        folder = Path(str(chosen)).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    return paths.default_library_dir()
+    """The library folder from the user's settings (the per-OS default when unset)."""
+    return settings.load().library_path()
 
 
 class Library:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import run_cli
-from app.core import download
+from app.core import download, settings
 from app.core import hub as hubapi
 from app.core.download import StopToken
 from app.core.hub import HubError
@@ -148,7 +148,10 @@ def test_gated_repo_needs_the_users_token(hub, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     assert run_cli(["pull", GATED_REPO, "Q4_K_M"]) == 1
     assert "gated" in capsys.readouterr().err
-    monkeypatch.setenv("HF_TOKEN", hub.token)
+    monkeypatch.delenv("HF_TOKEN")
+    prefs = settings.load()
+    prefs.hub_token = hub.token  # the token from Settings, as the GUI stores it
+    prefs.save()
     assert run_cli(["pull", GATED_REPO, "Q4_K_M"]) == 0
     assert [m.repo_id for m in Library().list()] == [GATED_REPO]
 

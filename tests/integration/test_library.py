@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import run_cli
-from app.core import download, paths
+from app.core import download, paths, settings
 from app.core import hub as hubapi
 from app.core.engine import Engine, GenerationStats, Sampling
 from app.core.gguf_header import GGUFError
@@ -119,6 +119,19 @@ def test_missing_files_show_up_as_not_present(tmp_path):
     _import(library, src)
     src.unlink()
     assert [m.present for m in library.list()] == [False]
+
+
+def test_library_folder_and_offline_switch_come_from_settings(hub, tmp_path):
+    prefs = settings.load()
+    prefs.library_dir = str(tmp_path / "my-models")
+    prefs.save()
+    model = list(download.pull(TINY_REPO, "Q2_K", margin_bytes=0))[-1].model
+    assert model.path.is_relative_to(tmp_path / "my-models")
+    prefs.offline = True
+    prefs.save()
+    with pytest.raises(hubapi.OfflineError):
+        hubapi.search("tiny")
+    assert [m.id for m in Library().list()] == [model.id]
 
 
 def _closed_port() -> int:
