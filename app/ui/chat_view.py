@@ -100,6 +100,7 @@ class MessageWidget(QFrame):
         self.stats_label = QLabel("")
         self.stats_label.setTextFormat(Qt.TextFormat.PlainText)
         self.stats_label.setStyleSheet("color: gray;")
+        self.stats_label.setWordWrap(True)  # never wider than the view
         self.stable = _Body()
         self.tail = _Body()
         self.copy_button = self._tool("Copy", "Copy this message")
@@ -115,6 +116,7 @@ class MessageWidget(QFrame):
 
         head = QHBoxLayout()
         head.setContentsMargins(0, 0, 0, 0)
+        head.setSpacing(10)
         head.addWidget(self.title)
         head.addWidget(self.stats_label, 1)
         for button in (self.copy_button, self.edit_button, self.regenerate_button):
@@ -245,9 +247,7 @@ class ChatView(QScrollArea):
     def clear(self) -> None:
         self._timer.stop()
         self._streaming = None
-        for widget in self.messages:
-            self._column.removeWidget(widget)
-            widget.deleteLater()
+        self._discard(self.messages)
         self.messages.clear()
         self._stick = True
 
@@ -271,11 +271,18 @@ class ChatView(QScrollArea):
 
     def remove_from(self, index: int) -> None:
         """Drop the message at ``index`` and every later one (regenerate, edit-and-resend)."""
-        for widget in self.messages[index:]:
-            self._column.removeWidget(widget)
-            widget.deleteLater()
+        self._discard(self.messages[index:])
         del self.messages[index:]
         self._update_actions()
+
+    def _discard(self, widgets: list[MessageWidget]) -> None:
+        # Hidden and unparented now: a deferred delete alone would leave them painted until the
+        # event loop gets back to its top level.
+        for widget in widgets:
+            self._column.removeWidget(widget)
+            widget.hide()
+            widget.setParent(None)
+            widget.deleteLater()
 
     def set_busy(self, busy: bool) -> None:
         """While a reply runs, hide the edit/regenerate actions."""

@@ -119,7 +119,7 @@ class ChatPage(QWidget):
         left_col.addLayout(row)
 
         self.model_picker = QComboBox()
-        self.model_picker.setMinimumWidth(260)
+        self.model_picker.setMinimumWidth(160)
         self.model_picker.setToolTip("The model to chat with (from the library, or Browse…)")
         self.model_picker.activated.connect(self._on_model_picked)
         self.browse_button = QPushButton("Browse…")
@@ -143,20 +143,25 @@ class ChatPage(QWidget):
         self.eject_button.setToolTip("Unload the model and stop its engine process")
         self.eject_button.clicked.connect(self.eject)
         top = QHBoxLayout()
-        for w in (self.model_picker, self.browse_button, self.auto_fit, self.ctx_box,
-                  self.gpu_box, self.load_button, self.eject_button):  # fmt: skip
+        top.addWidget(self.model_picker, 1)
+        for w in (self.browse_button, self.load_button, self.eject_button):
             top.addWidget(w)
-        top.addStretch(1)
-
+        fit_row = QHBoxLayout()
+        for w in (self.auto_fit, self.ctx_box, self.gpu_box):
+            fit_row.addWidget(w)
         self.load_status = PlainLabel("No model loaded", name="muted")
+        self.load_status.setWordWrap(True)  # long file names must not widen the window
+        fit_row.addWidget(self.load_status, 1)
+
         self.speed_label = PlainLabel("", name="muted")
+        self.speed_label.setWordWrap(True)
         self.context_bar = QProgressBar()
-        self.context_bar.setMaximumWidth(240)
-        self.context_bar.setFormat("context %v / %m")
-        self.context_bar.setToolTip("Tokens of the context window this conversation uses")
+        self.context_bar.setFixedWidth(190)
+        self.context_bar.setFormat("%v / %m tokens")
+        self.context_bar.setToolTip("How much of the context window this conversation uses")
         status = QHBoxLayout()
-        status.addWidget(self.load_status, 1)
-        status.addWidget(self.speed_label)
+        status.addWidget(self.speed_label, 1)
+        status.addWidget(PlainLabel("Context", name="muted"))
         status.addWidget(self.context_bar)
 
         self.view = ChatView()
@@ -183,6 +188,7 @@ class ChatPage(QWidget):
         mid = QVBoxLayout(center)
         mid.setContentsMargins(4, 8, 4, 8)
         mid.addLayout(top)
+        mid.addLayout(fit_row)
         mid.addLayout(status)
         mid.addWidget(self.view, 1)
         mid.addWidget(self.edit_note)
@@ -200,7 +206,10 @@ class ChatPage(QWidget):
         splitter.addWidget(center)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([210, 760, 260])
+        splitter.setChildrenCollapsible(False)
+        left.setMinimumWidth(150)
+        right.setMinimumWidth(200)
+        splitter.setSizes([200, 640, 240])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
@@ -661,6 +670,15 @@ class ChatPage(QWidget):
 
     def page_shown(self) -> None:
         self.composer.setFocus()
+
+    def screenshot_setup(self) -> None:
+        """``quantdesk screenshots``: one streamed reply when the library has a model."""
+        if self.selected_model() is None or self.busy:
+            return
+        self.new_chat()
+        self.options.max_tokens.setValue(64)
+        self.composer.setPlainText("Hello! What can you do?")
+        self.send()
 
 
 def _error_words(error: object) -> str:
