@@ -8,7 +8,10 @@ It speaks the parts of the Hub protocol that huggingface_hub 2.x and QuantDesk u
 * ``GET /api/models/{repo}/tree/{rev}[/{path}]`` -- the file list with LFS oids;
 * ``HEAD|GET /{repo}/resolve/{rev}/{file}`` -- 200 with ``X-Repo-Commit``, ``X-Linked-Etag`` (sha256),
   ``X-Linked-Size``; ``Range: bytes=N-[M]`` gives 206 + ``Content-Range``;
-* errors with ``X-Error-Code`` (RepoNotFound, EntryNotFound, RevisionNotFound, GatedRepo).
+* errors with ``X-Error-Code`` (RepoNotFound, EntryNotFound, RevisionNotFound, GatedRepo);
+* ``hub.redirect = True``: resolve answers 302 (with the ``X-Linked-*`` headers) to
+  ``{hub.cdn_endpoint}/cdn/{sha256}`` on another port, as the real Hub does for LFS files (tokens
+  reaching it are recorded in ``hub.auth_at_cdn``); ``hub.honor_range = False``: Range is ignored (200, whole file).
 
 Usage::
 
@@ -100,6 +103,10 @@ class HubSim:
         self._drops: dict[str, list[int]] = {}
         self._flips: dict[str, set[int]] = {}
         self._rate: float | None = None
+        # Like the real Hub's LFS files: resolve answers 302 to a CDN URL that serves the bytes.
+        self.redirect = False
+        # False imitates a server that ignores Range and always sends the whole file.
+        self.honor_range = True
         self._lock = threading.Lock()
         for repo_id, files in (repos or {}).items():
             self.add_repo(
@@ -109,7 +116,10 @@ class HubSim:
                 downloads=(downloads or {}).get(repo_id, 1000),
             )
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._cdn: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        # Authorization headers that reached the CDN (must stay empty: tokens stay on the Hub).
+        self.auth_at_cdn: list[str] = []
 
     # -- configuration -------------------------------------------------------------------------
     def add_repo(
@@ -167,6 +177,13 @@ class HubSim:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def cdn_endpoint(self) -> str:
+        """The "CDN" that redirected file downloads go to: another origin (port), like the Hub's."""
+        assert self._cdn is not None, "start the HubSim first"
+        host, port = self._cdn.server_address[:2]
+        return f"http://{host}:{port}"
+
     def start(self) -> HubSim:
         sim = self
 
@@ -174,20 +191,25 @@ class HubSim:
             hub = sim
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._cdn = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        for server in (self._server, self._cdn):
+            server.daemon_threads = True
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for server in (self._server, self._cdn):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._cdn = None
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
 
     def __enter__(self) -> HubSim:
         return self.start()
@@ -240,6 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._search(query, head)
             elif parts[:2] == ["api", "models"] and len(parts) >= 4:
                 self._api_repo(parts[2:], query, head)
+            elif len(parts) == 2 and parts[0] == "cdn":
+                self._cdn(parts[1], query, head)
             elif len(parts) >= 5 and parts[2] == "resolve":
                 self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), head)
             else:
@@ -408,9 +432,40 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "EntryNotFound", f"{filename} does not exist on main", head)
             return
         size = _size(content)
+        links = {
+            "X-Repo-Commit": repo.commit,
+            "X-Linked-Etag": f'"{repo.sha256[filename]}"',
+            "X-Linked-Size": str(size),
+        }
+        if self.hub.redirect:
+            cdn = f"{self.hub.cdn_endpoint}/cdn/{repo.sha256[filename]}?{urlencode({'repo': repo_id, 'file': filename})}"
+            self._send(302, b"", {"Location": cdn, **links}, head)
+            return
+        self._serve(repo_id, filename, repo.sha256[filename], content, links, head)
+
+    def _cdn(self, sha: str, query: dict[str, list[str]], head: bool) -> None:
+        repo_id, filename = query.get("repo", [""])[0], query.get("file", [""])[0]
+        if self.headers.get("Authorization"):
+            self.hub.auth_at_cdn.append(self.headers["Authorization"])
+        repo = self.hub.repos.get(repo_id)
+        if repo is None or repo.sha256.get(filename) != sha:
+            self._error(404, None, "no such object", head)
+            return
+        self._serve(repo_id, filename, sha, repo.files[filename], {}, head)
+
+    def _serve(
+        self,
+        repo_id: str,
+        filename: str,
+        sha: str,
+        content: Content,
+        links: dict[str, str],
+        head: bool,
+    ) -> None:
+        size = _size(content)
         start, end = 0, size - 1
         status = 200
-        rng = self.headers.get("Range")
+        rng = self.headers.get("Range") if self.hub.honor_range else None
         if rng:
             m = _RANGE_RE.match(rng.strip())
             if not m or int(m.group(1)) >= size:
@@ -421,11 +476,9 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
         headers = {
             "Content-Type": "application/octet-stream",
-            "Accept-Ranges": "bytes",
-            "ETag": f'"{repo.sha256[filename]}"',
-            "X-Repo-Commit": repo.commit,
-            "X-Linked-Etag": f'"{repo.sha256[filename]}"',
-            "X-Linked-Size": str(size),
+            "Accept-Ranges": "bytes" if self.hub.honor_range else "none",
+            "ETag": f'"{sha}"',
+            **links,
         }
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"

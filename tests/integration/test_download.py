@@ -288,3 +288,36 @@ def test_killed_pull_resumes_without_fetching_bytes_twice(hub, hub_repos):
     resumed_from = int(ranges[1].split("=")[1].rstrip("-"))
     assert resumed_from >= size // 2
     assert hub.served(TINY_REPO, Q8) <= size + IN_FLIGHT
+
+
+def test_redirected_download_resumes_at_the_cdn(hub, hub_repos):
+    hub.redirect = True  # the real Hub sends LFS files from a CDN
+    hub.drop_after(Q8, 500_000)
+    steps = _run(download.download(_variant("Q8_0"), **FAST))
+    assert _sha(steps[-1].model.path) == hub.sha256(TINY_REPO, Q8)
+    cdn = [r for m, p, r in hub.requests if m == "GET" and p.startswith("/cdn/")]
+    assert cdn == [None, "bytes=500000-"]
+    assert hub.served(TINY_REPO, Q8) == hub_repos[TINY_REPO][Q8].stat().st_size
+
+
+def test_a_server_that_ignores_range_restarts_from_zero(hub):
+    hub.throttle(1_000_000)
+    variant = _variant("Q8_0")
+    stop = StopToken()
+    for step in download.download(variant, stop=stop, **FAST):
+        if step.bytes_done > 300_000:
+            stop.pause()
+    hub.throttle(None)
+    hub.honor_range = False
+    steps = _run(download.download(variant, **FAST))
+    assert _sha(steps[-1].model.path) == hub.sha256(TINY_REPO, Q8)
+    assert hub.file_requests(Q8)[-1] is not None  # it asked for the rest, got the whole file
+
+
+def test_the_token_is_not_sent_to_the_cdn(hub, monkeypatch):
+    hub.redirect = True
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    steps = _run(download.pull(GATED_REPO, "Q4_K_M", **FAST))
+    assert steps[-1].state == "done"
+    assert any(p.startswith("/cdn/") for _, p, _ in hub.requests)
+    assert hub.auth_at_cdn == []

@@ -112,3 +112,37 @@ def test_faults_drop_and_flip(hub, hub_repos):
 
 def test_environment_points_at_the_imitation(hub):
     assert os.environ["HF_ENDPOINT"] == hub.endpoint
+
+
+def test_redirect_mode_answers_302_with_linked_headers(hub, hub_repos, tmp_path):
+    hub.redirect = True
+    name = "quantdesk-test-Q4_K_M.gguf"
+    url = hf_hub_url(TINY_REPO, name, endpoint=hub.endpoint)
+    head = httpx2.head(url)
+    assert head.status_code == 302 and "/cdn/" in head.headers["Location"]
+    meta = get_hf_file_metadata(url, token=False)
+    assert meta.commit_hash == hub.commit(TINY_REPO) and meta.etag == hub.sha256(TINY_REPO, name)
+    path = hf_hub_download(TINY_REPO, name, endpoint=hub.endpoint, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == hub_repos[TINY_REPO][name].read_bytes()
+    r = httpx2.get(url, headers={"Range": "bytes=10-"}, follow_redirects=True)
+    assert r.status_code == 206 and r.content == hub_repos[TINY_REPO][name].read_bytes()[10:]
+
+
+def test_range_can_be_ignored(hub, hub_repos):
+    hub.honor_range = False
+    name = "quantdesk-test-Q2_K.gguf"
+    r = httpx2.get(
+        hf_hub_url(TINY_REPO, name, endpoint=hub.endpoint), headers={"Range": "bytes=10-"}
+    )
+    assert r.status_code == 200 and r.content == hub_repos[TINY_REPO][name].read_bytes()
+
+
+def test_the_cdn_records_tokens_that_reach_it(hub):
+    hub.redirect = True
+    url = hf_hub_url(GATED_REPO, "gated-Q4_K_M.gguf", endpoint=hub.endpoint)
+    location = httpx2.head(url, headers={"Authorization": f"Bearer {hub.token}"}).headers[
+        "Location"
+    ]
+    assert location.startswith(hub.cdn_endpoint) and hub.cdn_endpoint != hub.endpoint
+    httpx2.head(location, headers={"Authorization": "Bearer leaked"})
+    assert hub.auth_at_cdn == ["Bearer leaked"]
