@@ -20,18 +20,20 @@ session (TLS verification on, as it always is there) and keep the transfer ours:
 A :class:`StopToken` (or any ``threading.Event``) pauses or cancels at the next chunk; both keep the
 partial file, so calling :func:`download` again continues where it stopped.  Failures raise
 :class:`~app.core.hub.HubError` (``kind``: offline, not_found, gated, auth, server, network, disk,
-corrupt, refused).
+corrupt, refused, busy -- the same variant is already downloading elsewhere).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,26 +182,58 @@ def download(
     )
     stop = stop or StopToken()
     headers = hub.request_headers(token)
-    done_before = 0
-    for index, f in enumerate(variant.files, start=1):
-        step.shard = index
-        _write_sidecar(parts, variant, f)
-        url = hub.file_url(variant.repo_id, f.name, variant.commit)
-        fetch = _FileFetch(variant.repo_id, f, parts, url, headers, stop, retries, backoff_s)
-        fetch.timeout = httpx2.Timeout(timeout_s, connect=min(timeout_s, 15.0))
-        for state, nbytes, message in fetch.run():
-            yield step.item(state, done_before + nbytes, message=message)
-        if stop.is_set():
-            reason = getattr(stop, "reason", "cancelled")
-            yield step.item(reason, done_before + fetch.have, message=f"{reason}; it will resume")
-            return
-        done_before += f.size
-    yield step.item("verifying", total, message="checking the GGUF headers")
-    model = _install(library, variant, parts, finals)
+    with _exclusive(parts, variant):
+        done_before = 0
+        for index, f in enumerate(variant.files, start=1):
+            step.shard = index
+            _write_sidecar(parts, variant, f)
+            url = hub.file_url(variant.repo_id, f.name, variant.commit)
+            fetch = _FileFetch(variant.repo_id, f, parts, url, headers, stop, retries, backoff_s)
+            fetch.timeout = httpx2.Timeout(timeout_s, connect=min(timeout_s, 15.0))
+            for state, nbytes, message in fetch.run():
+                yield step.item(state, done_before + nbytes, message=message)
+            if stop.is_set():
+                reason = getattr(stop, "reason", "cancelled")
+                done = done_before + fetch.have
+                yield step.item(reason, done, message=f"{reason}; it will resume")
+                return
+            done_before += f.size
+        yield step.item("verifying", total, message="checking the GGUF headers")
+        model = _install(library, variant, parts, finals)
     yield step.item("done", total, message=str(model.path), model=model)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+@contextmanager
+def _exclusive(parts: Path, variant: Variant) -> Iterator[None]:
+    """One writer per variant across threads and processes (the OS drops the lock if we die)."""
+    lock = parts / f"{variant.files[0].sha256}.lock"
+    handle = lock.open("a+b")
+    try:
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise HubError(
+                f"{variant.file} is already being downloaded (in another window or process)",
+                "busy",
+            ) from None
+        yield
+    finally:
+        leftovers = [
+            p for f in variant.files for p in parts.glob(f"{f.sha256}.*") if p.suffix != ".lock"
+        ]
+        if not leftovers:  # finished or discarded: no lock file left behind
+            lock.unlink(missing_ok=True)
+        handle.close()
+
+
 def _part_size(parts: Path, f: HubFile) -> int:
     part = parts / f"{f.sha256}.part"
     return min(part.stat().st_size, f.size) if part.exists() else 0

@@ -321,3 +321,17 @@ def test_the_token_is_not_sent_to_the_cdn(hub, monkeypatch):
     assert steps[-1].state == "done"
     assert any(p.startswith("/cdn/") for _, p, _ in hub.requests)
     assert hub.auth_at_cdn == []
+
+
+def test_the_same_variant_cannot_download_twice_at_once(hub):
+    hub.throttle(500_000)
+    variant = _variant("Q8_0")
+    first = download.download(variant, **FAST)
+    assert next(first).state == "downloading"  # the first one holds the variant now
+    with pytest.raises(HubError, match="already being downloaded") as info:
+        _run(download.download(variant, **FAST))
+    assert info.value.kind == "busy"
+    hub.throttle(None)
+    steps = list(first)
+    assert _sha(steps[-1].model.path) == hub.sha256(TINY_REPO, Q8)
+    assert not list((Library().folder / ".partial").iterdir())
