@@ -70,27 +70,36 @@ def main() -> None:
     import llama_cpp  # the bench process is the baseline; the engine runs in its own child
 
     bare = llama_cpp.Llama(path, n_ctx=args.ctx, n_threads=args.threads, verbose=False)
-    tokens = bare.tokenize(PROMPT.encode(), add_bos=True, special=True)
     greedy = Sampling.preset("greedy")
-    req = GenerateRequest(prompt=PROMPT, max_tokens=args.tokens, sampling=greedy, stream=True)
+
+    def request(r: int) -> tuple[GenerateRequest, list[int]]:
+        # A new first word each round: neither side may reuse the previous round's KV prefix.
+        prompt = f"Round {r}: {PROMPT}"
+        req = GenerateRequest(
+            prompt=prompt, max_tokens=args.tokens, sampling=greedy, ignore_eos=True
+        )
+        return req, bare.tokenize(prompt.encode(), add_bos=True, special=True)
+
     ours: list[tuple[float, float, GenerationStats]] = []
     theirs: list[tuple[float, float]] = []
     with Engine() as engine:
         engine.load(path, n_ctx=args.ctx, n_threads=args.threads)
+        req, tokens = request(0)
         engine_run(engine, req)  # warm-up both sides once
         bare_run(bare, tokens, 8)
-        for r in range(args.rounds):
+        for r in range(1, args.rounds + 1):
+            req, tokens = request(r)
             ours.append(engine_run(engine, req))
             theirs.append(bare_run(bare, tokens, args.tokens))
             print(
-                f"round {r + 1}: engine {ours[-1][1]:6.2f} tok/s ttft {ours[-1][0] * 1000:6.1f} ms"
+                f"round {r}: engine {ours[-1][1]:6.2f} tok/s ttft {ours[-1][0] * 1000:6.1f} ms"
                 f" | bare {theirs[-1][1]:6.2f} tok/s ttft {theirs[-1][0] * 1000:6.1f} ms"
             )
     e_tps = statistics.median(o[1] for o in ours)
     b_tps = statistics.median(t[1] for t in theirs)
     e_ttft = statistics.median(o[0] for o in ours)
     b_ttft = statistics.median(t[0] for t in theirs)
-    assert all(o[2].prompt_tokens == len(tokens) for o in ours), "prompts differ"
+    assert ours[-1][2].prompt_tokens == len(tokens), "the two sides saw different prompts"
     print(
         f"model {args.quant} ({path}), n_ctx {args.ctx}, threads {args.threads}, {args.tokens} tokens"
     )
