@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -56,6 +57,7 @@ DEFAULT_MARGIN = 512 << 20  # keep this much free after the download: the OS and
 _QUEUE_CHUNKS = 16
 _TICK = 0.2  # seconds between progress items while bytes flow
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class StopToken(threading.Event):
@@ -163,9 +165,10 @@ def download(
     except UnsafeNameError as exc:
         raise HubError(str(exc), "refused") from exc
     for f in variant.files:
-        if not f.sha256 or len(f.sha256) != 64:
+        # The sha256 names the partial file, so it must be exactly 64 hex digits, nothing else.
+        if not f.sha256 or not _SHA256_RE.fullmatch(f.sha256):
             raise HubError(
-                f"the Hub gives no SHA-256 for {f.name}: it cannot be verified", "refused"
+                f"the Hub gives no valid SHA-256 for {f.name}: it cannot be verified", "refused"
             )
     total = variant.size_bytes
     step = _Reporter(variant, total)
@@ -188,8 +191,8 @@ def download(
             step.shard = index
             _write_sidecar(parts, variant, f)
             url = hub.file_url(variant.repo_id, f.name, variant.commit)
-            fetch = _FileFetch(variant.repo_id, f, parts, url, headers, stop, retries, backoff_s)
-            fetch.timeout = httpx2.Timeout(timeout_s, connect=min(timeout_s, 15.0))
+            fetch = _FileFetch(variant.repo_id, f, parts, url, headers, stop)
+            fetch.configure(retries, backoff_s, timeout_s)
             for state, nbytes, message in fetch.run():
                 yield step.item(state, done_before + nbytes, message=message)
             if stop.is_set():
@@ -395,8 +398,6 @@ class _FileFetch:
         url: str,
         headers: dict[str, str],
         stop: threading.Event,
-        retries: int,
-        backoff_s: float,
     ) -> None:
         self.repo_id = repo_id
         self.f = f
@@ -404,11 +405,14 @@ class _FileFetch:
         self.url = url
         self.headers = {**headers, "Accept-Encoding": "identity"}
         self.stop = stop
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.timeout = httpx2.Timeout(30.0, connect=15.0)
+        self.configure(5, 1.0, 30.0)
         self.have = 0
         self.h = hashlib.sha256()
+
+    def configure(self, retries: int, backoff_s: float, timeout_s: float) -> None:
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.timeout = httpx2.Timeout(timeout_s, connect=min(timeout_s, 15.0))
 
     def run(self) -> Iterator[tuple[str, int, str]]:
         if self.part.exists() and self.part.stat().st_size > self.f.size:

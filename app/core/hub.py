@@ -287,7 +287,9 @@ def list_variants(
         info = api(token).model_info(repo_id, revision=revision, files_metadata=True)
     files = [
         HubFile(
-            s.rfilename, (s.lfs.size if s.lfs else s.size) or 0, s.lfs.sha256 if s.lfs else None
+            s.rfilename,
+            (s.lfs.size if s.lfs else s.size) or 0,
+            str(s.lfs.sha256).lower() if s.lfs and s.lfs.sha256 else None,
         )
         for s in info.siblings or []
     ]

@@ -335,3 +335,14 @@ def test_the_same_variant_cannot_download_twice_at_once(hub):
     steps = list(first)
     assert _sha(steps[-1].model.path) == hub.sha256(TINY_REPO, Q8)
     assert not list((Library().folder / ".partial").iterdir())
+
+
+@pytest.mark.parametrize("sha", [None, "../" * 21 + "x", "A" * 64, "0" * 63])
+def test_a_missing_or_malformed_sha256_is_refused(hub, sha):
+    like = _variant("Q8_0")
+    bad = hubapi.Variant(
+        like.repo_id, like.commit, "Q8_0", (hubapi.HubFile(Q8, like.size_bytes, sha),)
+    )
+    with pytest.raises(HubError, match="no valid SHA-256") as info:
+        _run(download.download(bad, **FAST))
+    assert info.value.kind == "refused" and hub.file_requests(Q8) == []
