@@ -346,3 +346,31 @@ def test_a_missing_or_malformed_sha256_is_refused(hub, sha):
     with pytest.raises(HubError, match="no valid SHA-256") as info:
         _run(download.download(bad, **FAST))
     assert info.value.kind == "refused" and hub.file_requests(Q8) == []
+
+
+def test_pull_in_a_terminal_draws_a_progress_bar(hub):
+    import pty
+
+    hub.throttle(3_000_000)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "pull", TINY_REPO, "Q8_0"],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            block = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not block:
+            break
+        drawn += block
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0
+    assert Path(out.decode().strip()).name == Q8  # stdout stays clean: just the path
+    text = drawn.decode(errors="replace")
+    assert "downloading [" in text and "100.0%" in text and "\r" in text
