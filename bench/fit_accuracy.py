@@ -1,0 +1,364 @@
+"""Fit accuracy: predicted ``ram_bytes`` against what a real run needs, and a whole-repo plan's time.
+
+For the MEDIUM generated model at Q2_K, Q4_K_M, Q8_0 and contexts 2048, 8192, 32768 (above its
+trained 4096: llama.cpp accepts that with a warning), the plan (dry run on a header-only copy, as
+the app does before a download) is compared with a real load + a 64-token prompt + 16 generated
+tokens in a fresh engine child:
+
+* llama.cpp's buffers after the load (model, KV, compute, output) plus the runtime's own RSS;
+* the child's peak RSS (VmHWM), RssAnon and RssFile after the run;
+* as root with a writable memory cgroup (v1 or v2): the smallest memory limit under which the run
+  completes without slowing down (wall time within 25 % of the unlimited run), found by bisection.
+  The model file's page cache is dropped before every run so that its pages are charged to the run.
+
+Errors are ``(predicted - measured) / measured``: positive means the plan over-estimates.  Then a
+whole repo of variants is planned against the loopback Hub imitation (tests/hubsim.py), cold (new
+engine child, empty cache) and warm.
+
+    .venv/bin/python -m bench.fit_accuracy [--quick] [--no-cgroup] [--contexts 2048,8192,32768]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from app.core import fit, paths
+from app.core.dryrun import DryRunner
+from app.core.engine import Engine, Sampling
+from app.core.engine.protocol import GenerateRequest, TokenizeRequest
+from app.core.gguf_header import read_local
+from tests import modelfactory
+
+MIB = 1 << 20
+WORDS = [
+    "the",
+    "model",
+    "reads",
+    "the",
+    "memory",
+    "plan",
+    "and",
+    "the",
+    "quant",
+    "of",
+    "each",
+    "layer",
+    "then",
+    "it",
+    "can",
+    "write",
+    "a",
+    "number",
+    "for",
+    "the",
+    "time",
+    "it",
+    "will",
+    "take",
+    "to",
+    "find",
+    "the",
+    "way",
+    "the",
+    "people",
+    "use",
+    "the",
+    "water",
+    "and",
+    "the",
+    "oil",
+]
+
+
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def _drop_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def private_copy(path: Path, folder: Path) -> Path:
+    """A copy nobody else maps: its page cache can be dropped, so a run's reads are charged to it.
+
+    (Other sessions may be running the same generated model; pages they map cannot be dropped.)
+    """
+    dst = folder / path.name
+    if not dst.exists():
+        shutil.copyfile(path, dst)
+    _drop_page_cache(dst)
+    return dst
+
+
+class Cgroup:
+    """A memory cgroup (v1 or v2) for one process; None when this machine does not allow one."""
+
+    def __init__(self, path: Path, v2: bool) -> None:
+        self.path, self.v2 = path, v2
+
+    @staticmethod
+    def create() -> Cgroup | None:
+        name = f"quantdesk-bench-{os.getpid()}"
+        for root, v2 in ((Path("/sys/fs/cgroup/memory"), False), (Path("/sys/fs/cgroup"), True)):
+            if v2 and not (root / "cgroup.controllers").exists():
+                continue
+            try:
+                path = root / name
+                path.mkdir(exist_ok=True)
+                cg = Cgroup(path, v2)
+                if not v2:
+                    with contextlib.suppress(OSError):
+                        (path / "memory.move_charge_at_immigrate").write_text("3")
+                return cg
+            except OSError:
+                continue
+        return None
+
+    def limit(self, nbytes: int | None) -> None:
+        value = str(nbytes) if nbytes else ("max" if self.v2 else "-1")
+        if self.v2:
+            (self.path / "memory.max").write_text(value)
+            with contextlib.suppress(OSError):
+                (self.path / "memory.swap.max").write_text("0")
+            return
+        memsw = self.path / "memory.memsw.limit_in_bytes"
+        # memsw must stay >= the memory limit: raise it first, then set both (no swap use).
+        with contextlib.suppress(OSError):
+            memsw.write_text("-1")
+        (self.path / "memory.limit_in_bytes").write_text(value)
+        with contextlib.suppress(OSError):
+            memsw.write_text(value)
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def peak(self) -> int:
+        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        try:
+            return int((self.path / name).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def reset_peak(self) -> None:
+        if not self.v2:
+            with contextlib.suppress(OSError):
+                (self.path / "memory.max_usage_in_bytes").write_text("0")
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def run_once(path: Path, n_ctx: int, prompt: str, cg: Cgroup | None, limit: int | None) -> dict:
+    """Load + prompt + 16 tokens in a fresh engine child; None values mean it died."""
+    logs = Path(tempfile.mkdtemp(prefix="fitbench-"))
+    eng = Engine(log_dir=logs)
+    eng.start()
+    try:
+        if cg is not None:
+            cg.limit(limit)
+            cg.add(eng.pid)
+            cg.reset_peak()
+        _drop_page_cache(path)
+        t0 = time.perf_counter()
+        try:
+            info = eng.load(path, n_ctx=n_ctx)
+            greedy = Sampling.preset("greedy")
+            req = GenerateRequest(
+                prompt=prompt, max_tokens=16, sampling=greedy, stream=False, ignore_eos=True
+            )
+            stats = eng.complete(req)
+            st = _status(eng.pid)
+        except Exception as exc:  # EngineCrashed under a tight cgroup limit: OOM-killed
+            return {"ok": False, "error": str(exc)[:120]}
+        wall = time.perf_counter() - t0
+        return {
+            "ok": True,
+            "wall": wall,
+            "gen_tok_s": stats.gen_tok_s,
+            "prompt_tokens": stats.prompt_tokens,
+            "tokens": stats.tokens,
+            "buffers": info.buffers,
+            "cg_peak": cg.peak() if cg else 0,
+            **st,
+        }
+    finally:
+        eng.close()
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def make_prompt(path: Path, n_tokens: int = 64) -> str:
+    """Text that tokenizes to exactly ``n_tokens`` tokens (BOS included) with this model."""
+    with Engine() as eng:
+        eng.load(path, n_ctx=512)
+        words = list(WORDS) * 4
+        for n in range(len(words), 0, -1):
+            text = " ".join(words[:n])
+            if len(eng.request(TokenizeRequest(text))) <= n_tokens:
+                return text
+    raise RuntimeError("could not build the prompt")
+
+
+def min_limit(path: Path, n_ctx: int, prompt: str, cg: Cgroup, base: dict, guess: int) -> int:
+    """Smallest cgroup limit (to ~1.5 %) under which the run completes within 25 % of ``base``."""
+
+    def ok(limit: int) -> bool:
+        r = run_once(path, n_ctx, prompt, cg, limit)
+        return bool(r["ok"]) and r["wall"] <= 1.25 * base["wall"]
+
+    lo, hi = int(guess * 0.5), int(guess * 1.3)
+    while not ok(hi):
+        lo, hi = hi, int(hi * 1.4)
+    while hi - lo > guess * 0.015:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _pct(pred: int, measured: int) -> str:
+    return f"{100.0 * (pred - measured) / measured:+6.1f}%" if measured else "   n/a"
+
+
+def accuracy(args: argparse.Namespace) -> None:
+    quants = ["Q4_K_M"] if args.quick else ["Q2_K", "Q4_K_M", "Q8_0"]
+    contexts = [int(c) for c in args.contexts.split(",")]
+    cg = None if args.no_cgroup else Cgroup.create()
+    if cg is None:
+        print("cgroup: no writable memory cgroup here (or --no-cgroup): limit search skipped")
+    else:
+        print(f"cgroup: {'v2' if cg.v2 else 'v1'} at {cg.path}")
+    try:
+        _accuracy(quants, contexts, cg)
+    finally:
+        if cg is not None:
+            cg.remove()
+
+
+def _accuracy(quants: list[str], contexts: list[int], cg: Cgroup | None) -> None:
+    rows = []
+    prompt = make_prompt(modelfactory.model_path("Q4_K_M", modelfactory.MEDIUM))
+    with DryRunner() as runner:
+        for q in quants:
+            path = private_copy(modelfactory.model_path(q, modelfactory.MEDIUM), paths.cache_dir())
+            spec = read_local(path)
+            # Plan from a header-only copy, exactly as before a download.
+            sparse = paths.cache_dir() / f"fitbench-{path.name}"
+            with path.open("rb") as f, sparse.open("wb") as out:
+                out.write(f.read(spec.data_offset))
+                out.truncate(path.stat().st_size)
+            for n_ctx in contexts:
+                dry = runner.run(*runner.prepare(sparse, spec), n_ctx)
+                plan = fit.plan_memory(spec, dry, n_ctx)
+                base = run_once(path, n_ctx, prompt, None, None)
+                assert base["ok"], base
+                bufs = base["buffers"]
+                llama = sum(v for k, v in bufs.items() if not k.startswith("CPU_Mapped"))
+                llama += plan.mapped_resident_bytes + dry.base_rss_bytes
+                cg_min = min_limit(path, n_ctx, prompt, cg, base, plan.ram_bytes) if cg else 0
+                rows.append((q, n_ctx, plan, base, llama, cg_min))
+                print(
+                    f"  {q} ctx {n_ctx}: predicted {plan.ram_bytes / MIB:.0f} MiB, "
+                    f"cgroup min {cg_min / MIB:.0f} MiB, HWM {base['VmHWM'] / MIB:.0f} MiB "
+                    f"(prompt {base['prompt_tokens']} tok, gen {base['tokens']} tok)",
+                    flush=True,
+                )
+            sparse.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+    print()
+    print(
+        "quant   n_ctx  predicted  compute   buffers+rt  RssAnon  RssFile  VmHWM   cgroup-min"
+        "  err/cgroup  err/buffers  err/HWM"
+    )
+    worst: list[float] = []
+    for q, n_ctx, plan, base, llama, cg_min in rows:
+        print(
+            f"{q:7} {n_ctx:6} {plan.ram_bytes / MIB:8.0f}M {plan.compute_bytes / MIB:7.0f}M "
+            f"{llama / MIB:9.0f}M {base['RssAnon'] / MIB:7.0f}M {base['RssFile'] / MIB:7.0f}M "
+            f"{base['VmHWM'] / MIB:6.0f}M {cg_min / MIB:9.0f}M   {_pct(plan.ram_bytes, cg_min)}"
+            f"     {_pct(plan.ram_bytes, llama)}    {_pct(plan.ram_bytes, base['VmHWM'])}"
+        )
+        ref = cg_min or llama
+        worst.append((plan.ram_bytes - ref) / ref)
+    w = max(worst, key=abs)
+    print(f"\nworst error ({'vs cgroup minimum' if cg else 'vs buffers'}): {100 * w:+.1f}%")
+    print(f"most under-estimated: {100 * min(worst):+.1f}% (goal: never under by more than 5 %)")
+
+
+def repo_timing() -> None:
+    """Plan every variant of a repo served by the loopback Hub imitation: cold, then warm."""
+    from app.cli.plan import plan_repo
+    from app.core.recommend import budget_for
+    from tests.hub_fixtures import TINY_REPO, tiny_repo_files
+    from tests.hubsim import HubSim
+
+    files = tiny_repo_files()
+    medium = {
+        f"quantdesk-medium-{q}.gguf": modelfactory.model_path(q, modelfactory.MEDIUM)
+        for q in ("Q2_K", "Q4_K_M", "Q8_0")
+    }
+    repos = {TINY_REPO: files, "quantdesk-test/medium-GGUF": medium}
+    budget = budget_for(None, ram_bytes=8 << 30, vram_bytes=0)
+    with HubSim(repos) as hub, tempfile.TemporaryDirectory() as home:
+        os.environ.update(
+            HF_ENDPOINT=hub.endpoint,
+            HF_HOME=str(Path(home) / "hf"),
+            HF_HUB_DISABLE_XET="1",
+            NO_PROXY="127.0.0.1,localhost",
+            QUANTDESK_HOME=str(Path(home) / "qd"),
+        )
+        for repo in repos:
+            for label in ("cold", "warm"):
+                runner = DryRunner()
+                t0 = time.perf_counter()
+                rec = plan_repo(repo, budget, 4096, "f16", False, runner)
+                took = time.perf_counter() - t0
+                runner.close()
+                served = sum(v for k, v in hub.bytes_served.items() if k.startswith(repo))
+                total = sum(v.size_bytes for v in rec.variants)
+                print(
+                    f"plan of {repo} ({len(rec.variants)} variants, {label}): {took:.2f} s "
+                    f"(goal <= 3 s); {served / MIB:.1f} MiB read of {total / MIB:.0f} MiB; "
+                    f"dry runs {runner.runs}; recommended {rec.recommended and rec.recommended.file}"
+                )
+                hub.bytes_served.clear()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="Q4_K_M only")
+    ap.add_argument("--no-cgroup", action="store_true", help="skip the cgroup limit search")
+    ap.add_argument("--contexts", default="2048,8192,32768")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    args = ap.parse_args()
+    home = tempfile.mkdtemp(prefix="fitbench-home-")
+    os.environ.setdefault("QUANTDESK_HOME", home)
+    try:
+        if not args.skip_accuracy:
+            accuracy(args)
+        repo_timing()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
