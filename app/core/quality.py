@@ -30,10 +30,10 @@ DEFAULT_TOP_K = 64
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax in float32 (rows: positions, columns: vocabulary)."""
     x = np.asarray(logits, dtype=np.float32)
-    m = x.max(axis=1, keepdims=True)
-    shifted = x - m
-    lse = np.log(np.exp(shifted).sum(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)
-    return shifted - lse
+    shifted = x - x.max(axis=1, keepdims=True)
+    # In place, in float32: this runs on every batch of a KL pass (n_batch x n_vocab values).
+    shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return shifted
 
 
 @dataclass

@@ -87,6 +87,16 @@ def _work(
     return job
 
 
+def show_compare(window: Any, models: list[str | Path]) -> CompareView:
+    """Open the Compare page of ``window`` (a MainWindow) with these variants, ready to run.
+
+    What the Library's and the Models page's "compare variants of this model" call.
+    """
+    page = window.show_page("Compare")
+    page.set_models(models)
+    return page
+
+
 class CompareView(QWidget):
     """Pick variants, send one prompt or a task file, watch them answer side by side.
 

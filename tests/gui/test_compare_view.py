@@ -9,7 +9,7 @@ import pytest
 
 from app.core.compare import CompareOptions, ReplyDone, TextPiece
 from app.core.compare_report import COLUMNS
-from app.ui.compare_view import CompareView
+from app.ui.compare_view import CompareView, show_compare
 from app.ui.main_window import MainWindow
 
 QUICK = CompareOptions(max_tokens=200, reference_text_max_tokens=600)
@@ -32,10 +32,10 @@ def _cell(view: CompareView, row: int, key: str) -> str:
 def test_panes_stream_side_by_side_and_the_table_fills_in(
     window, qtbot, tiny_models, tiny_f16, tmp_path
 ):
-    view = window.show_page("Compare")
-    assert isinstance(view, CompareView)
     paths = [tiny_models["Q2_K"], tiny_f16, tiny_models["Q8_0"]]
-    view.set_models(paths)
+    view = show_compare(window, paths)
+    assert isinstance(view, CompareView) and window.current_title() == "Compare"
+    assert view.models() == [str(p) for p in paths]
     view.prompt_edit.setText("Tell me about the water and the people.")
     seen: list[tuple[str, int]] = []
     view._task.item_produced.connect(

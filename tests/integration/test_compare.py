@@ -224,3 +224,12 @@ def test_cli_bad_file_exits_nonzero(tiny_models, tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 1 and "not a GGUF file" in out.stderr
+
+
+def test_a_reply_that_fills_the_context_is_still_scored(tiny_models, tiny_f16):
+    opts = CompareOptions(max_tokens=1000, n_ctx=256, reference_text="")
+    events, report = _run([tiny_f16, tiny_models["Q8_0"]], options=opts)
+    reasons = {e.stats.stop_reason for e in events if isinstance(e, ReplyDone)}
+    assert "context" in reasons or "eos" in reasons
+    assert all(r.error is None for r in report.results)
+    assert report.results[1].reply["positions"] > 0 and report.results[1].reply["kld_mean"] > 0

@@ -26,7 +26,8 @@ def _sequence(state: Any, req: ScoreRequest) -> tuple[list[int], int]:
     head = llm.tokenize(prompt.encode("utf-8"), add_bos=not added_special, special=True)
     # The reply is model output: its text must not turn into control tokens.
     tail = llm.tokenize((req.reply or "").encode("utf-8"), add_bos=False, special=False)
-    return head + tail, len(head)
+    # Re-tokenizing can come out a token longer than what was generated: keep what fits.
+    return (head + tail)[: llm.n_ctx()], len(head)
 
 
 def handle(state: Any, req: ScoreRequest) -> ScoreResult:
