@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui import refcount_guard
 from app.ui.markdown import render, split_stable
 
 MIN_RENDER_INTERVAL_MS = 50
@@ -221,6 +222,7 @@ class ChatView(QScrollArea):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        refcount_guard.install()  # a streamed reply is thousands of emits
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

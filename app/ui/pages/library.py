@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from app.core.library import ImportProgress, Library, LibraryModel
 from app.core.recommend import VariantFit, budget_for, fit_variant
+from app.ui import refcount_guard
 from app.ui.bridge import CancelToken, LatestTask
 from app.ui.settings_service import shared_settings
 from app.ui.widgets.badges import BADGE_ROLE, BadgeDelegate, badge_text
@@ -90,6 +91,7 @@ class LibraryPage(QWidget):
 
     def __init__(self, context: Any) -> None:
         super().__init__()
+        refcount_guard.install()
         self.context = context
         self.settings = shared_settings(context)
         self.models: list[LibraryModel] = []

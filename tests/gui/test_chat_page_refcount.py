@@ -1,0 +1,61 @@
+"""Thousands of signal emits (a long streamed reply) must not crash the interpreter.
+
+PySide6 6.12 on CPython < 3.12 drops a reference to True per ``emit()``; without the guard the
+first test below aborts the whole test process ("bool_dealloc").  It runs in a subprocess so a
+regression shows as a failed test instead of killing the run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtWidgets import QApplication
+    app = QApplication([])
+    from app.ui.bridge import Task
+    received = []
+    sink = received.append
+    if "--chat-view" in sys.argv:  # the view installs the guard itself
+        from app.ui.chat_view import ChatView
+        view = ChatView()
+        view.begin_stream(1)
+        sink = view.append_token
+    for _chunk in range(10):
+        task = Task(lambda token: (f"t{i} " for i in range(2000)))
+        task.item_produced.connect(sink)
+        task.run_here()
+        app.processEvents()
+    if "--chat-view" in sys.argv:
+        view.end_stream(None, "")
+        received = view.messages[-1].text.split()
+    print("survived", len(received))
+    """
+)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_twenty_thousand_tokens_stream_into_the_chat_view():
+    out = _run("--chat-view")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "survived 20000" in out.stdout
+
+
+def test_the_guard_is_needed_or_harmless():
+    from app.ui import refcount_guard
+
+    out = _run()
+    if refcount_guard.emit_leaks():
+        # the bug is present: without the guard the interpreter aborts
+        assert out.returncode != 0 and "bool_dealloc" in out.stderr
+    else:
+        assert out.returncode == 0
