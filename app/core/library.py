@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from app.core import gguf_header, paths, settings
 
@@ -40,6 +40,11 @@ CREATE TABLE IF NOT EXISTS library_models (
     added_at TEXT NOT NULL
 )
 """
+
+
+_DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{p}{i}" for p in ("COM", "LPT") for i in range(10)
+}
 
 
 class LibraryError(Exception):
@@ -107,16 +112,18 @@ class ImportProgress:
 
 
 def safe_join(root: Path, *names: str) -> Path:
-    """``root/name/...`` -- refusing absolute names, drive letters, backslashes and ``..``."""
+    """``root/name/...``, refusing any name that could land elsewhere on some OS: absolute paths,
+    drive letters and other colons (NTFS streams), backslashes, ``..``, and Windows device names."""
     for name in names:
+        parts = name.split("/")
         bad = (
             not name
             or "\\" in name
+            or ":" in name
             or "\x00" in name
             or name.startswith("/")
-            or (len(name) >= 2 and name[1] == ":")
-            or any(part in ("", ".", "..") for part in PurePosixPath(name).parts)
-            or any(part in ("..", ".") for part in name.split("/"))
+            or any(part in ("", ".", "..") for part in parts)
+            or any(part.split(".")[0].upper() in _DEVICE_NAMES for part in parts)
         )
         if bad:
             raise UnsafeNameError(

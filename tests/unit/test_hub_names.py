@@ -80,6 +80,10 @@ def test_pick_variant_by_quant_or_file_name_with_clear_errors():
         "",
         "..",
         "x\x00.gguf",
+        "model.gguf:hidden",
+        "CON.gguf",
+        "sub/nul.gguf",
+        "a//b.gguf",
     ],
 )
 def test_hostile_names_are_refused(tmp_path, name):
