@@ -203,6 +203,9 @@ def stream(tokens: int, rate: float, real: bool) -> dict[str, object]:
         "first500_us_per_token": round(first * 1e6, 1),
         "last500_us_per_token": round(last * 1e6, 1),
         "last_vs_first": round(last / first, 2) if first else None,
+        "us_per_token_by_500": [
+            round(sum(handled[i : i + 500]) / 500 * 1e6) for i in range(0, n - 499, 500)
+        ],
     }
     if not real:
         result["naive_first500_us_per_token"] = round(naive_cost(pieces, 0) * 1e6, 1)
