@@ -176,3 +176,15 @@ def test_offline_the_library_lists_and_a_model_loads(hub, monkeypatch, tmp_path)
         assert isinstance(items[-1], GenerationStats) and items[-1].tokens > 0
     finally:
         engine.close()
+
+
+def test_a_pulled_split_model_loads_from_its_first_shard(hub, tmp_path):
+    model = list(download.pull(TINY_REPO, "F16", margin_bytes=0))[-1].model
+    assert model is not None and len(model.files) == 3
+    assert model.path.name.endswith("-00001-of-00003.gguf")
+    engine = Engine(log_dir=tmp_path / "logs")
+    try:
+        info = engine.load(model.path, n_ctx=256)  # llama.cpp finds shards 2 and 3 by name
+        assert info.n_ctx >= 256
+    finally:
+        engine.close()
