@@ -20,6 +20,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
+THREAD_NAME = "quantdesk-task"
+
 
 class CancelToken:
     """A flag a core generator checks at each step (a threading.Event with a friendlier name)."""
@@ -105,6 +107,8 @@ class TaskRunner(QObject):
         super().__init__(parent)
         # A child of the runner: deleting the window deletes the pool, which joins its threads.
         self.pool = QThreadPool(self)
+        # Qt names the pool's OS threads after it: visible in debuggers, ps -T, and leak tests.
+        self.pool.setObjectName(THREAD_NAME)
         self.pool.setMaxThreadCount(max_threads)
         self._tasks: set[Task] = set()
         self._lock = threading.Lock()
