@@ -72,18 +72,6 @@ def pinned(name: str) -> str:
     return match.group(1)
 
 
-def installed_backends(python: Path) -> set[str]:
-    """Backends compiled into the llama.cpp that ``python`` has (from its library names)."""
-    code = (
-        "import importlib.util, os;"
-        "s = importlib.util.find_spec('llama_cpp');"
-        "print('\\n'.join(os.listdir(os.path.join(s.submodule_search_locations[0], 'lib'))))"
-    )
-    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
-    names = out.stdout.lower()
-    return {"cpu"} | {b for b in ("cuda", "metal") if f"ggml-{b}" in names}
-
-
 def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
@@ -163,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(
                 f"PyInstaller is missing: {python} -m pip install {pinned('pyinstaller')}"
             )
-        have = installed_backends(python)
+        from app.core.hardware import detect_backends
+
+        have = detect_backends([])
         if args.backend not in have:
             raise SystemExit(
                 f"the installed llama.cpp has no {args.backend} backend (it has: {', '.join(sorted(have))}); "

@@ -6,6 +6,7 @@ a minute or two rather than compiling llama.cpp again.  Slow, but CI runs it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -79,6 +80,13 @@ def test_version(bundle, tmp_path):
     out = run_bundle(bundle, tmp_path / "home", "--version")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"QuantDesk {app.__version__}"
+
+
+def test_bundle_reports_its_llama_cpp_backend(bundle, tmp_path):
+    # What the Hardware page shows: the backends of the llama.cpp inside the bundle.
+    out = run_bundle(bundle, tmp_path / "home", "hw", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "cpu" in json.loads(out.stdout)["llama_backends"]
 
 
 def test_self_test_runs_a_model_in_the_bundled_engine(bundle, tmp_path):

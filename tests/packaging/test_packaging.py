@@ -76,6 +76,15 @@ def test_versions_come_from_pyproject():
         build.pinned("not-a-dependency")
 
 
+def test_bundling_the_current_env_refuses_a_backend_it_was_not_built_with():
+    from app.core.hardware import detect_backends
+
+    if "cuda" in detect_backends([]):
+        pytest.skip("this llama.cpp has CUDA")
+    with pytest.raises(SystemExit, match="has no cuda backend"):
+        build.main(["--current-env", "--backend", "cuda"])
+
+
 # ---- icons ------------------------------------------------------------------------------------
 def _read_all(path: Path) -> list[tuple[int, int]]:
     from PySide6.QtGui import QImageReader
