@@ -145,7 +145,7 @@ def kv_bytes(spec: ModelSpec, n_ctx: int, type_k: str = "f16", type_v: str = "f1
 
 def extra_buffer_of(
     tensor_name: str, type_name: str, shape: tuple[int, ...], extras: tuple[str, ...]
-):
+) -> tuple[str, float] | None:
     """Which CPU extra buffer (and size factor) llama.cpp would put a CPU tensor in, or None."""
     # Only matrix-multiplication weights are repacked; token_embd is read with GET_ROWS.
     if len(shape) < 2 or tensor_name.startswith("token_embd"):
