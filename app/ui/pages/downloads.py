@@ -148,6 +148,7 @@ class DownloadsPage(QWidget):
         self.empty = PlainLabel("No downloads yet. Pick a model on the Models page.")
         self.empty.setObjectName("muted")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setMinimumHeight(240)
         self.rows.addWidget(self.empty)
         self.rows.addStretch(1)
         scroll.setWidget(body)

@@ -49,6 +49,11 @@ def split_fix(warning: str) -> tuple[str, str]:
     return head + sep.strip().rstrip(":") + ":", command.strip()
 
 
+def _is_gpu_note(note: str) -> bool:
+    """Notes of the GPU probes: shown in the Graphics card, not again under the other notes."""
+    return note.startswith(("NVML", "nvidia-smi", "Metal", "GPU probe"))
+
+
 def _llama_version() -> str:
     try:
         return metadata.version("llama-cpp-python")
@@ -146,9 +151,10 @@ class HardwarePage(QWidget):
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         column.addLayout(grid)
-        if profile.notes:
+        others = [n for n in profile.notes if not _is_gpu_note(n)]
+        if others:
             notes = Card("Detection notes")
-            notes.add(muted("\n".join(f"• {n}" for n in profile.notes)))
+            notes.add(muted("\n".join(f"• {n}" for n in others)))
             column.addWidget(notes)
         column.addStretch(1)
         return body
@@ -161,7 +167,7 @@ class HardwarePage(QWidget):
         card.add(name)
         card.add(muted(f"{cpu.physical_cores} cores, {cpu.logical_cores} threads · {cpu.arch}"))
         if cpu.features:
-            card.add(flow_row([chip(f.upper().replace("_", "-")) for f in cpu.features]))
+            card.add(flow_row([chip(f.upper().replace("_", "-")) for f in cpu.features], per_row=5))
             card.add(muted("llama.cpp picks its fastest kernels from these instruction sets."))
         else:
             card.add(muted("No SIMD features detected: generation will be slow."))
@@ -179,6 +185,7 @@ class HardwarePage(QWidget):
                 Segment("Available", available, "kv"),
             ],
             total,
+            caption=f"{human_bytes(available)} available",
         )
         card.add(bar)
         card.add(
@@ -194,7 +201,7 @@ class HardwarePage(QWidget):
         if not profile.gpus:
             card.add(PlainLabel("No GPU found", name="bigNumber"))
             card.add(muted("Models run on the CPU, from system RAM."))
-            reasons = [n for n in profile.notes if n.startswith(("NVML", "nvidia-smi", "Metal"))]
+            reasons = [n for n in profile.notes if _is_gpu_note(n)]
             if reasons:
                 card.add(muted("\n".join(f"• {r}" for r in reasons)))
             return card
@@ -220,6 +227,7 @@ class HardwarePage(QWidget):
             "GPU memory",
             [Segment("In use", used, "other"), Segment("Free", gpu.free_bytes, "weights")],
             gpu.total_bytes,
+            caption=f"{human_bytes(gpu.free_bytes)} free of {human_bytes(gpu.total_bytes)}",
         )
         column.addWidget(bar)
         detail = f"driver {gpu.driver}" if gpu.driver else ""

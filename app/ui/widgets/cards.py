@@ -75,6 +75,7 @@ class Card(QFrame):
         self.body = QVBoxLayout()
         self.body.setSpacing(6)
         outer.addLayout(self.body)
+        outer.addStretch(1)  # cards side by side share a height: keep content at the top
 
     def add(self, item: QWidget | QLayout) -> None:
         if isinstance(item, QLayout):

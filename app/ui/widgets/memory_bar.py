@@ -35,10 +35,13 @@ class MemoryBar(QWidget):
         self.title = ""
         self.segments: list[Segment] = []
         self.budget = 0
+        self.caption = ""
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def set_data(self, title: str, segments: list[Segment], budget: int) -> None:
+    def set_data(self, title: str, segments: list[Segment], budget: int, caption: str = "") -> None:
+        """``caption`` replaces the "used of budget" text on the right of the title line."""
         self.title = title
+        self.caption = caption
         self.segments = [s for s in segments if s.nbytes > 0]
         self.budget = max(0, int(budget))
         self.setToolTip(self.summary())
@@ -84,7 +87,7 @@ class MemoryBar(QWidget):
         painter.drawText(QRectF(1, 0, width, line), Qt.AlignmentFlag.AlignLeft, self.title)
         painter.setFont(self.font())
         painter.setPen(QColor(ERROR) if over else muted)
-        used = f"{human_bytes(self.total)} of {human_bytes(self.budget)}"
+        used = self.caption or f"{human_bytes(self.total)} of {human_bytes(self.budget)}"
         painter.drawText(QRectF(1, 0, width, line), Qt.AlignmentFlag.AlignRight, used)
 
         # Bar
