@@ -6,7 +6,9 @@ re-rendered whole.  Each assistant message has two text areas stacked with no ga
 - the *stable* part, append-only: once a paragraph or code block is finished (a blank line outside
   a code fence, :func:`app.ui.markdown.split_stable`) it is rendered once and appended;
 - the *tail*: the unfinished last block, re-rendered from markdown at most every 50 ms (longer when
-  a render itself gets slow, so the event loop never stalls on it).
+  a render itself gets slow, so the event loop never stalls on it).  A block that grows past
+  ``TAIL_LIMIT`` characters without ending (a wall of text, a huge code block) is cut at a line
+  break or space (:func:`app.ui.markdown.force_split`), so a render never grows with the reply.
 
 Tokens only append to a list; the throttled render does the work.  Other messages are never
 touched while a reply streams.  Model text goes through the sanitizing renderer (no live HTML);
@@ -33,10 +35,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import refcount_guard
-from app.ui.markdown import render, split_stable
+from app.ui.markdown import force_split, render, split_stable
 
 MIN_RENDER_INTERVAL_MS = 50
 MAX_RENDER_INTERVAL_MS = 250
+TAIL_LIMIT = 600  # characters of an unfinished block re-rendered at most (see force_split)
 _ROLE_NAMES = {"user": "You", "assistant": "Assistant", "error": "Error", "system": "System"}
 
 
@@ -194,6 +197,10 @@ class MessageWidget(QFrame):
         if cut:
             self.stable.append(render(tail[:cut]))
             tail = tail[cut:]
+        if len(tail) > TAIL_LIMIT:
+            done, tail = force_split(tail)
+            if done:
+                self.stable.append(render(done))
         self._tail = tail
         self.tail.setHtml(render(tail) if tail.strip() else "")
         self.render_count += 1

@@ -79,13 +79,9 @@ def render(text: str) -> str:
     return _MD.render(text)
 
 
-def split_stable(text: str) -> int:
-    """Where the finished part of a growing markdown text ends (0: nothing is finished yet).
-
-    The cut is the last blank line that is outside a code fence, so everything before it renders
-    the same however the text goes on (reference-style links aside, which models rarely write).
-    """
-    inside = False
+def _scan(text: str) -> tuple[int, str]:
+    """(end of the last blank line outside a code fence, the opening line of a fence left open)."""
+    opener = ""
     fence = ""
     cut = 0
     pos = 0
@@ -94,15 +90,49 @@ def split_stable(text: str) -> int:
         m = _FENCE.match(line)
         if m:
             marker = m.group(1)
-            if not inside:
-                inside, fence = True, marker
+            if not opener:
+                opener, fence = line if line.endswith("\n") else line + "\n", marker
             elif (
                 marker[0] == fence[0]
                 and len(marker) >= len(fence)
                 and not line.strip()[len(marker) :].strip(marker[0])
             ):
-                inside = False
+                opener = ""
             continue
-        if not inside and not line.strip() and line.endswith("\n"):
+        if not opener and not line.strip() and line.endswith("\n"):
             cut = pos
-    return cut
+    return cut, opener
+
+
+def split_stable(text: str) -> int:
+    """Where the finished part of a growing markdown text ends (0: nothing is finished yet).
+
+    The cut is the last blank line that is outside a code fence, so everything before it renders
+    the same however the text goes on (reference-style links aside, which models rarely write).
+    """
+    return _scan(text)[0]
+
+
+def force_split(text: str) -> tuple[str, str]:
+    """Cut a long unfinished block in two: (finished markdown, the rest to keep growing).
+
+    For a paragraph that never ends or a code block that never closes: inside a fence, the cut is
+    at the last line break and the code block is closed there and reopened in the rest (two
+    shaded blocks, one under the other); elsewhere at the last line break, else the last space
+    (a soft line break or a space becomes a paragraph break -- the price of never re-rendering a
+    whole long reply).
+    """
+    _cut, opener = _scan(text)
+    if opener:
+        start = text.find(opener) + len(opener)
+        at = text.rfind("\n", start)
+        if at < start:
+            return "", text
+        fence = _FENCE.match(opener).group(1)  # type: ignore[union-attr]
+        return text[: at + 1] + fence + "\n", opener + text[at + 1 :]
+    at = text.rfind("\n")
+    if at <= 0:
+        at = text.rfind(" ")
+    if at <= 0:
+        at = len(text) - 1
+    return text[: at + 1], text[at + 1 :]

@@ -139,3 +139,34 @@ def test_split_stable_never_cuts_inside_a_code_fence():
     closed = text + "```\n\nafter"
     assert closed[: split_stable(closed)] == "intro\n\n```\ncode\n\nmore code\n```\n\n"
     assert split_stable("no blank line yet") == 0
+
+
+def test_force_split_keeps_long_blocks_bounded_and_code_shaded():
+    from app.ui.markdown import force_split
+
+    done, rest = force_split("```python\nline1\nline2\npartial")
+    assert done == "```python\nline1\nline2\n```\n" and rest == "```python\npartial"
+    assert "<pre" in render(done) and "line2" in render(done)
+    done, rest = force_split("a long paragraph\nsecond line of it")
+    assert (done, rest) == ("a long paragraph\n", "second line of it")
+    done, rest = force_split("words without any line break")
+    assert done + rest == "words without any line break" and rest == "break"
+
+
+def test_a_reply_without_paragraph_breaks_renders_in_bounded_pieces(qtbot):
+    from app.ui import chat_view
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    widget = view.begin_stream(1)
+    words = [f"word{i} " for i in range(3000)]  # one endless paragraph, ~22 000 characters
+    longest_tail = 0
+    for i, word in enumerate(words):
+        view.append_token(word)
+        if i % 25 == 0:
+            view._render_now()
+            longest_tail = max(longest_tail, len(widget._tail))
+    view.end_stream(None, "")
+    assert longest_tail <= chat_view.TAIL_LIMIT + 25 * 10
+    shown = (widget.stable.toPlainText() + " " + widget.tail.toPlainText()).split()
+    assert shown == "".join(words).split()
