@@ -251,3 +251,34 @@ def test_auto_fit_plans_and_loads(make_window, qtbot, tiny_models):
     assert page.ctx_box.value() == 1024
     assert "Fit plan" in page.load_status.toolTip()
     assert "context 1024" in page.load_status.text()
+
+
+def test_presets_knobs_and_system_prompt_are_kept_per_conversation(make_window, qtbot):
+    from app.core.engine.protocol import Sampling
+
+    win = make_window()
+    page = win.show_page("Chat")
+    page.new_chat()
+    opts = page.options
+    opts.preset.setCurrentIndex(opts.preset.findData("precise"))
+    assert opts.temperature.value() == Sampling.preset("precise").temperature
+    opts.top_k.setValue(7)  # a knob by hand: the preset becomes "custom"
+    assert opts.preset.currentData() == "custom"
+    opts.system_prompt.setPlainText("Answer in French.")
+    first = page.conversation.id
+    page.store.add_message(first, "user", "x")  # so Ctrl+N does not reuse it
+    page.new_chat()
+    assert opts.preset.currentData() == "balanced" and opts.system_prompt.toPlainText() == ""
+    page.open_conversation(first)
+    assert opts.preset.currentData() == "custom" and opts.top_k.value() == 7
+    assert opts.system_prompt.toPlainText() == "Answer in French."
+    sampling = opts.sampling()
+    assert sampling.top_k == 7 and sampling.temperature == Sampling.preset("precise").temperature
+
+
+def test_copy_puts_the_message_on_the_clipboard(make_window, qtbot):
+    win = make_window()
+    page = win.show_page("Chat")
+    widget = page.view.add_message("assistant", "**bold** and `code`", 1)
+    widget.copy_button.click()
+    assert QApplication.clipboard().text() == "**bold** and `code`"

@@ -147,3 +147,13 @@ def test_missing_file_is_shown_and_cannot_be_chatted(window, qtbot, tiny_models)
     assert page.table.item(0, FIT_COLUMN).text() == "File missing"
     assert not page.chat_button.isEnabled()
     assert "missing" in page.detail_labels["Fit"].text()
+
+
+def test_compare_opens_the_compare_page_with_the_variants(window, qtbot, tiny_models):
+    models = _stock(tiny_models)
+    page = window.show_page("Library")
+    page.select(models[0].path)
+    page.compare_button.click()
+    assert window.current_title() == "Compare"
+    compare = window.page("Compare")
+    assert sorted(compare.models()) == sorted(str(m.path) for m in models)

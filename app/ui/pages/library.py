@@ -78,6 +78,13 @@ def plan_models(
             yield ModelFit(model.id, None, str(exc))
 
 
+def _same_model(a: LibraryModel, b: LibraryModel) -> bool:
+    """Variants of one model: the same Hub repo, or (imported) the same folder and architecture."""
+    if a.repo_id or b.repo_id:
+        return a.repo_id == b.repo_id
+    return a.path.parent == b.path.parent and a.architecture == b.architecture
+
+
 def provenance(model: LibraryModel) -> str:
     """Where a model came from, in a few words."""
     if model.source == "hub" and model.repo_id:
@@ -304,15 +311,15 @@ class LibraryPage(QWidget):
         page.open_model(str(model.path))
 
     def compare_selected(self) -> None:
+        """Open the Compare page with this model and its other variants in the library."""
         model = self.selected()
         if model is None:
             return
+        variants = [m for m in self.models if m.present and _same_model(m, model)]
         page = self.context.window.show_page("Compare")
-        for name in ("add_model", "select_model", "open_model"):
-            hook = getattr(page, name, None)
-            if hook is not None:
-                hook(str(model.path))
-                return
+        set_models = getattr(page, "set_models", None)
+        if set_models is not None:
+            set_models([str(m.path) for m in variants])
 
     def delete(self, model: LibraryModel) -> list[Path]:
         """Forget a model; its files go too when they live in the library folder."""
