@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
-from PySide6.QtWidgets import QPushButton
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QPushButton
 
 from app.core.hardware import detect
+from app.core.hub import RepoSummary
 from app.ui.main_window import MainWindow
 from app.ui.pages.model_table import COL_ACTION, COL_FIT, COL_QUANT, fit_badge
 from app.ui.widgets.badges import BADGE_ROLE
@@ -138,3 +141,35 @@ def test_unknown_repo_shows_an_error_with_retry(window, qtbot, hub):
     page.open_repo("nobody/does-not-exist")
     qtbot.waitUntil(lambda: page.details.retry_button.isVisible(), timeout=60_000)
     assert "does not exist" in page.details.reason.text()
+
+
+def test_compare_button_sends_the_downloaded_variants_to_compare(window, qtbot, hub):
+    page = window.show_page("Models")
+    page.open_repo(TINY_REPO)
+    _wait_planned(qtbot, page)
+    assert not page.compare_button.isEnabled()
+    downloads = window.page("Downloads")
+    for quant in ("Q2_K", "Q8_0"):
+        variant = next(v for v in page.table_model.variants if v.quant == quant)
+        page.request_download(variant)
+        item = downloads.find(TINY_REPO, variant.file)
+        qtbot.waitUntil(lambda i=item: i.row.state == "done" and not i.active, timeout=60_000)
+    assert page.compare_button.isEnabled() and "2" in page.compare_button.text()
+    page.compare_button.click()
+    assert window.current_title() == "Compare"
+    compare = window.page("Compare")
+    assert sorted(os.path.basename(p) for p in compare.models()) == [
+        "quantdesk-test-Q2_K.gguf",
+        "quantdesk-test-Q8_0.gguf",
+    ]
+
+
+def test_metadata_from_the_hub_is_shown_as_plain_text(window):
+    page = window.show_page("Models")
+    hostile = RepoSummary("evil/model-GGUF", summary='<img src="http://x/y.png"><b>bold</b>')
+    page._fill_repo_list([hostile])
+    page.open_repo(hostile)
+    assert page.repo_subtitle.textFormat() == Qt.TextFormat.PlainText
+    assert page.repo_subtitle.text() == '<img src="http://x/y.png"><b>bold</b>'
+    for label in page.findChildren(QLabel):
+        assert label.textFormat() == Qt.TextFormat.PlainText, label.text()

@@ -9,6 +9,8 @@ thread; a newer request supersedes an older one, whose results are dropped (Late
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -34,6 +36,7 @@ from app.ui.main_window import AppContext
 from app.ui.pages.model_details import VariantDetails
 from app.ui.pages.model_plans import PlannedVariant, RepoAdvice, SpecCache, plan_repo
 from app.ui.pages.model_table import COL_ACTION, COL_FILE, COL_FIT, COL_QUANT, VariantTableModel
+from app.ui.services import library
 from app.ui.widgets.badges import BadgeDelegate
 from app.ui.widgets.cards import PageHeader, PlainLabel, muted
 from app.ui.widgets.format import human_bytes, human_count
@@ -89,6 +92,7 @@ class ModelsPage(QWidget):
         self.plan_task.item_produced.connect(self._on_plan_item)
         self.plan_task.failed.connect(self._on_plan_failed)
         self.show_catalog()
+        context.events.library_changed.connect(self._update_compare_button)
 
     # --- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -142,7 +146,16 @@ class ModelsPage(QWidget):
         self.repo_title = PlainLabel("", name="cardTitle")
         self.repo_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.repo_subtitle = muted()
-        column.addWidget(self.repo_title)
+        title_row = QHBoxLayout()
+        title_row.addWidget(self.repo_title, 1)
+        self.compare_button = QPushButton("Compare downloaded variants")
+        self.compare_button.setToolTip(
+            "Run the variants of this model you have downloaded side by side: speed, memory and "
+            "measured quality loss"
+        )
+        self.compare_button.clicked.connect(self.compare_downloaded)
+        title_row.addWidget(self.compare_button)
+        column.addLayout(title_row)
         column.addWidget(self.repo_subtitle)
 
         ctx_row = QHBoxLayout()
@@ -257,6 +270,7 @@ class ModelsPage(QWidget):
         self.plan_task.cancel()
         self.plan_status.setText("Listing variants…")
         repo_id = summary.repo_id
+        self._update_compare_button()
         self.variants_task.start(lambda _token: hub.list_variants(repo_id), name="hub-variants")
 
     def _on_variants(self, variants: list[Variant]) -> None:
@@ -350,6 +364,33 @@ class ModelsPage(QWidget):
             return
         variant = self.table_model.variants[row]
         self.details.show_variant(variant, self.table_model.fit_at(row), self.advice)
+
+    # --- compare ------------------------------------------------------------------------------
+    def downloaded_variants(self) -> list[Path]:
+        """Library files of the open repo (one per variant)."""
+        if not self.repo:
+            return []
+        try:
+            models = library(self.context).list()
+        except Exception:  # a damaged database is reported by the Library page
+            return []
+        return [m.path for m in models if m.repo_id == self.repo and m.present]
+
+    def _update_compare_button(self) -> None:
+        n = len(self.downloaded_variants())
+        self.compare_button.setEnabled(n >= 2)
+        self.compare_button.setText(
+            f"Compare {n} downloaded variants" if n >= 2 else "Compare downloaded variants"
+        )
+
+    def compare_downloaded(self) -> None:
+        paths = self.downloaded_variants()
+        if len(paths) < 2:
+            return
+        page = self.context.window.show_page("Compare")
+        set_models = getattr(page, "set_models", None)
+        if set_models is not None:
+            set_models(paths)
 
     # --- downloads ----------------------------------------------------------------------------
     def request_download(self, variant: Variant) -> None:
