@@ -17,7 +17,7 @@ from app.core.download import DownloadProgress
 from app.core.hub import Variant
 from app.ui.widgets.cards import Card, PlainLabel, chip, muted
 from app.ui.widgets.format import human_bytes, human_duration, human_speed
-from app.ui.widgets.style import ERROR, SUCCESS
+from app.ui.widgets.style import ACCENT, ERROR, SUCCESS
 
 # state -> buttons shown
 _BUTTONS: dict[str, tuple[str, ...]] = {
@@ -97,6 +97,11 @@ class DownloadRow(Card):
         self.status.setText(text)
         color = {"failed": ERROR, "done": SUCCESS}.get(state)
         self.status.setStyleSheet(f"color: {color};" if color else "")
+        chunk = {"failed": ERROR, "done": SUCCESS, "paused": "#9aa3ad", "cancelled": "#9aa3ad"}
+        self.bar.setStyleSheet(
+            "QProgressBar { border: none; border-radius: 4px; background: palette(midlight); }"
+            f"QProgressBar::chunk {{ border-radius: 4px; background: {chunk.get(state, ACCENT)}; }}"
+        )
         shown = _BUTTONS.get(state, ())
         for key, button in self.buttons.items():
             button.setVisible(key in shown)
@@ -123,8 +128,10 @@ class DownloadRow(Card):
             text = "Verifying: SHA-256 matched, checking the GGUF header…"
         elif p.state == "done":
             text = f"Done · {human_bytes(p.bytes_total)} verified (SHA-256) and in your library"
-        elif p.state in ("paused", "cancelled"):
-            text = f"{p.state.capitalize()} at {done}"
+        elif p.state == "paused":
+            text = f"Paused at {done} · resumes where it stopped"
+        elif p.state == "cancelled":
+            text = f"Cancelled at {done}"
         else:
             text = p.message or p.state.capitalize() + "…"
         self.set_state(p.state, text)
