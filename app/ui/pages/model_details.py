@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from app.core.fit import Budget, MemoryPlan
 from app.core.hub import Variant
@@ -48,6 +48,19 @@ def vram_segments(plan: MemoryPlan, budget: Budget) -> list[Segment]:
     ]
 
 
+def max_context_words(fit: PlannedVariant) -> str:
+    """The largest context in words, saying when the training length, not memory, limits it."""
+    offload = fit.offload
+    if offload is None or not offload.max_ctx:
+        return "Does not fit at any context on this computer."
+    words = (
+        f"Largest context that fits: {human_count(offload.max_ctx)} tokens ({offload.max_ctx:,})"
+    )
+    if fit.n_ctx_train and offload.max_ctx >= fit.n_ctx_train:
+        words += " — all the model was trained for"
+    return words
+
+
 class VariantDetails(Card):
     """Explains one variant's plan."""
 
@@ -71,6 +84,8 @@ class VariantDetails(Card):
         head.addWidget(self.retry_button)
         head.addWidget(self.download_button)
         self.add(head)
+        self.file_label = muted(wrap=False)
+        self.add(self.file_label)
         self.reason = muted()
         self.add(self.reason)
         bars = QWidget()
@@ -85,21 +100,8 @@ class VariantDetails(Card):
         self.add(self.max_ctx)
         self.notes = muted()
         self.advice = muted()
-        scroll_body = QWidget()
-        scroll_layout = QVBoxLayout(scroll_body)
-        scroll_layout.setContentsMargins(0, 0, 0, 0)
-        scroll_layout.addWidget(self.notes)
-        scroll_layout.addWidget(self.advice)
-        scroll_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(scroll_body)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        # Transparent: the card's background shows through instead of the window's.
-        scroll.setStyleSheet(
-            "QScrollArea, QScrollArea > QWidget > QWidget { background: transparent; }"
-        )
-        self.add(scroll)
+        self.add(self.notes)
+        self.add(self.advice)
         self.clear("")
 
     def clear(self, message: str) -> None:
@@ -107,6 +109,7 @@ class VariantDetails(Card):
         self.heading.setText(message)
         self.badge.hide()
         self.reason.setText("")
+        self.file_label.setText("")
         self.ram_bar.hide()
         self.vram_bar.hide()
         self.max_ctx.setText("")
@@ -128,6 +131,9 @@ class VariantDetails(Card):
     def show_variant(self, variant: Variant, fit: PlannedVariant | None, advice: RepoAdvice | None):
         self.clear(f"{variant.quant} · {human_bytes(variant.size_bytes)}")
         self.variant = variant
+        self.file_label.setText(
+            variant.file + (f" (+{variant.shards - 1} more files)" if variant.shards > 1 else "")
+        )
         self.download_button.setText(f"Download {variant.quant}")
         self.download_button.show()
         verdict, text = fit_badge(fit)
@@ -155,14 +161,16 @@ class VariantDetails(Card):
         if budget.vram_bytes and not budget.unified:
             self.vram_bar.set_data("GPU memory", vram_segments(plan, budget), budget.vram_bytes)
             self.vram_bar.show()
-        if offload.max_ctx:
-            self.max_ctx.setText(
-                f"Largest context that fits: {human_count(offload.max_ctx)} tokens"
-                f" ({offload.max_ctx:,})"
+        self.max_ctx.setText(max_context_words(fit))
+        notes = [f"• {n}" for n in plan.notes]
+        if fit.n_ctx_train and fit.n_ctx > fit.n_ctx_train:
+            notes.insert(
+                0,
+                f"⚠ {human_count(fit.n_ctx)} tokens is more than the "
+                f"{human_count(fit.n_ctx_train)} this model was trained for: replies degrade "
+                "past that point.",
             )
-        else:
-            self.max_ctx.setText("Does not fit at any context on this computer.")
-        self.notes.setText("\n".join(f"• {n}" for n in plan.notes))
+        self.notes.setText("\n".join(notes))
 
     def _on_download(self) -> None:
         if self.variant is not None:

@@ -38,6 +38,7 @@ class PlannedVariant:
     fit: VariantFit | None = None
     budget: Budget | None = None
     error: str = ""
+    n_ctx_train: int = 0  # the context the model was trained for (from the header)
 
     @property
     def offload(self) -> OffloadPlan | None:
@@ -124,7 +125,7 @@ def plan_repo(
                 yield PlannedVariant(variant, n_ctx, None, budget, error=str(exc))
                 continue
             fits[variant.file] = fit
-            yield PlannedVariant(variant, n_ctx, fit, budget)
+            yield PlannedVariant(variant, n_ctx, fit, budget, n_ctx_train=spec.n_ctx_train)
     if cancel.is_set():
         return
     if not fits:

@@ -114,6 +114,10 @@ class VariantTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if fit is not None and fit.error:
                 return fit.error
+            if col == COL_QUANT:
+                return f"{variant.file}\n{variant.repo_id} @ {variant.commit[:12]}"
+            if col == COL_MAXCTX and fit is not None and fit.n_ctx_train:
+                return f"Trained for {fit.n_ctx_train:,} tokens of context"
             if fit is not None and fit.offload is not None:
                 return fit.offload.reason
             return None

@@ -190,19 +190,20 @@ class ModelsPage(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(34)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(COL_FIT, QHeaderView.ResizeMode.Fixed)
-        header.resizeSection(COL_FIT, 200)
-        header.setSectionResizeMode(COL_FILE, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COL_FIT, QHeaderView.ResizeMode.Stretch)
+        # The file name is long and the same for every row but the quant: it lives in the
+        # tooltip and the details panel instead of an elided column.
+        self.table.setColumnHidden(COL_FILE, True)
         header.setSectionResizeMode(COL_ACTION, QHeaderView.ResizeMode.Fixed)
         header.resizeSection(COL_ACTION, 100)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.setWordWrap(False)
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._show_details())
-        column.addWidget(self.table, 3)
+        column.addWidget(self.table, 1)
 
         self.details = VariantDetails()
         self.details.download_requested.connect(self.request_download)
-        column.addWidget(self.details, 2)
+        column.addWidget(self.details, 0)
         self.right.addWidget(panel)
         return self.right
 

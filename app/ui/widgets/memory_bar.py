@@ -102,7 +102,7 @@ class MemoryBar(QWidget):
         clip = QRectF(track)
         painter.setClipRect(clip)
         for seg in self.segments:
-            w = width * seg.nbytes / scale_max
+            w = max(3.0, width * seg.nbytes / scale_max)  # a tiny part stays visible
             painter.setBrush(color(seg.kind))
             painter.drawRect(QRectF(x, top, w, self.BAR_HEIGHT))
             x += w
