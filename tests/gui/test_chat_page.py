@@ -150,7 +150,7 @@ def test_abort_inside_llama_cpp_while_idle_then_reload(make_window, qtbot, tiny_
     win = make_window()
     page = _chat(win, tiny_models["Q4_0"])
     page.load_model()
-    qtbot.waitUntil(lambda: page.loaded is not None, timeout=60000)
+    qtbot.waitUntil(lambda: page.loaded is not None and not page.busy, timeout=60000)
     with pytest.raises(EngineCrashed):
         page.engine.debug_crash("abort")
     _send(qtbot, page, "hello", max_tokens=3)

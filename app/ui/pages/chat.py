@@ -18,16 +18,9 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
     QHBoxLayout,
-    QListWidget,
-    QListWidgetItem,
-    QMessageBox,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -38,12 +31,11 @@ from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats
 from app.core.engine.protocol import LoadedInfo
 from app.ui.bridge import CancelToken, LatestTask
 from app.ui.chat_view import ChatView
+from app.ui.pages.chat_bars import ConversationSidebar, ModelBar
 from app.ui.pages.chat_options import Composer, SamplingPanel
 from app.ui.pages.chat_support import LoadPlan, model_choices, plan_load, stats_words
 from app.ui.settings_service import shared_settings
 from app.ui.widgets.cards import PlainLabel
-
-ID_ROLE = Qt.ItemDataRole.UserRole
 
 
 @dataclass(frozen=True)
@@ -87,9 +79,9 @@ class ChatPage(QWidget):
         if events is not None:
             events.library_changed.connect(self.refresh_models)
             events.settings_changed.connect(self.refresh_models)
-        first = self.conversation_list.item(0)
+        first = self.sidebar.first_id()
         if first is not None:
-            self.open_conversation(int(first.data(ID_ROLE)))
+            self.open_conversation(first)
         self._watchdog = QTimer(self)
         self._watchdog.setInterval(2000)
         self._watchdog.timeout.connect(self._check_engine)
@@ -98,61 +90,19 @@ class ChatPage(QWidget):
 
     # ---- layout -------------------------------------------------------------------------
     def _build(self) -> None:
-        self.conversation_list = QListWidget()
-        self.conversation_list.setObjectName("conversations")
-        self.conversation_list.itemSelectionChanged.connect(self._on_conversation_clicked)
-        self.conversation_list.itemChanged.connect(self._on_item_renamed)
-        self.new_button = QPushButton("New chat")
-        self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
-        self.new_button.clicked.connect(self.new_chat)
-        self.rename_button = QPushButton("Rename")
-        self.rename_button.clicked.connect(self._rename_current)
-        self.delete_button = QPushButton("Delete")
-        self.delete_button.clicked.connect(self._ask_delete_current)
-        left = QWidget()
-        left_col = QVBoxLayout(left)
-        left_col.setContentsMargins(8, 8, 4, 8)
-        left_col.addWidget(self.new_button)
-        left_col.addWidget(self.conversation_list, 1)
-        row = QHBoxLayout()
-        row.addWidget(self.rename_button)
-        row.addWidget(self.delete_button)
-        left_col.addLayout(row)
-
-        self.model_picker = QComboBox()
-        self.model_picker.setMinimumWidth(160)
-        self.model_picker.setToolTip("The model to chat with (from the library, or Browse…)")
-        self.model_picker.activated.connect(self._on_model_picked)
-        self.browse_button = QPushButton("Browse…")
-        self.browse_button.clicked.connect(self._browse_model)
-        self.auto_fit = QCheckBox("Auto fit")
-        self.auto_fit.setChecked(True)
-        self.auto_fit.setToolTip("Choose GPU layers and context from this machine's memory plan")
-        self.ctx_box = QSpinBox()
-        self.ctx_box.setRange(256, 1 << 20)
-        self.ctx_box.setSingleStep(1024)
-        self.ctx_box.setPrefix("ctx ")
-        self.ctx_box.setValue(self.settings.default_n_ctx)
-        self.gpu_box = QSpinBox()
-        self.gpu_box.setRange(0, 1000)
-        self.gpu_box.setPrefix("GPU layers ")
-        self.auto_fit.toggled.connect(self._update_state)
-        self.load_button = QPushButton("Load")
-        self.load_button.setObjectName("primary")
-        self.load_button.clicked.connect(lambda: self.load_model())
-        self.eject_button = QPushButton("Eject")
-        self.eject_button.setToolTip("Unload the model and stop its engine process")
-        self.eject_button.clicked.connect(self.eject)
-        top = QHBoxLayout()
-        top.addWidget(self.model_picker, 1)
-        for w in (self.browse_button, self.load_button, self.eject_button):
-            top.addWidget(w)
-        fit_row = QHBoxLayout()
-        for w in (self.auto_fit, self.ctx_box, self.gpu_box):
-            fit_row.addWidget(w)
-        self.load_status = PlainLabel("No model loaded", name="muted")
-        self.load_status.setWordWrap(True)  # long file names must not widen the window
-        fit_row.addWidget(self.load_status, 1)
+        self.sidebar = ConversationSidebar()
+        self.sidebar.selected.connect(self.open_conversation)
+        self.sidebar.renamed.connect(self.rename_conversation)
+        self.sidebar.new_requested.connect(self.new_chat)
+        self.sidebar.delete_requested.connect(self.delete_conversation)
+        self.conversation_list = self.sidebar.list
+        self.model_bar = ModelBar(self.settings.default_n_ctx)
+        self.model_bar.model_picked.connect(self.choose_model)
+        self.model_bar.load_requested.connect(lambda: self.load_model())
+        self.model_bar.eject_requested.connect(self.eject)
+        bar = self.model_bar
+        self.model_picker, self.auto_fit = bar.picker, bar.auto_fit
+        self.ctx_box, self.gpu_box, self.load_status = bar.ctx_box, bar.gpu_box, bar.status
 
         self.speed_label = PlainLabel("", name="muted")
         self.speed_label.setWordWrap(True)
@@ -188,8 +138,7 @@ class ChatPage(QWidget):
         center = QWidget()
         mid = QVBoxLayout(center)
         mid.setContentsMargins(4, 8, 4, 8)
-        mid.addLayout(top)
-        mid.addLayout(fit_row)
+        mid.addWidget(self.model_bar)
         mid.addLayout(status)
         mid.addWidget(self.view, 1)
         mid.addWidget(self.edit_note)
@@ -203,12 +152,12 @@ class ChatPage(QWidget):
         right_col.addWidget(self.options)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(left)
+        splitter.addWidget(self.sidebar)
         splitter.addWidget(center)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
         splitter.setChildrenCollapsible(False)
-        left.setMinimumWidth(150)
+        self.sidebar.setMinimumWidth(150)
         right.setMinimumWidth(200)
         splitter.setSizes([200, 640, 240])
         layout = QVBoxLayout(self)
@@ -232,43 +181,19 @@ class ChatPage(QWidget):
         busy = self.busy
         self.send_button.setEnabled(not busy)
         self.stop_button.setEnabled(self.generating)
-        for w in (self.model_picker, self.browse_button, self.load_button, self.auto_fit):
-            w.setEnabled(not busy)
-        manual = not self.auto_fit.isChecked()
-        self.ctx_box.setEnabled(not busy and manual)
-        self.gpu_box.setEnabled(not busy and manual)
-        self.eject_button.setEnabled(not busy and self.loaded is not None)
-        has_conv = self.conversation is not None
-        self.rename_button.setEnabled(has_conv)
-        self.delete_button.setEnabled(has_conv)
+        self.model_bar.set_busy(busy, self.loaded is not None)
         self.view.set_busy(busy)
 
     def selected_model(self) -> str | None:
-        path = self.model_picker.currentData()
-        return str(path) if path else None
+        return self.model_bar.selected_model()
 
     # ---- models -------------------------------------------------------------------------
     def refresh_models(self) -> None:
         """Fill the picker from the library (keeps the current choice)."""
-        current = self.selected_model()
-        self.model_picker.blockSignals(True)
-        self.model_picker.clear()
-        for label, path in model_choices(self.settings):
-            self.model_picker.addItem(label, path)
-        if self.model_picker.count() == 0:
-            self.model_picker.addItem("No models yet: download one or Browse…", None)
-        if current:
-            self._select_model(current)
-        self.model_picker.blockSignals(False)
+        self.model_bar.set_models(model_choices(self.settings))
 
     def _select_model(self, path: str) -> None:
-        index = self.model_picker.findData(path)
-        if index < 0:
-            if self.model_picker.count() == 1 and self.model_picker.itemData(0) is None:
-                self.model_picker.clear()
-            self.model_picker.addItem(Path(path).name, path)
-            index = self.model_picker.count() - 1
-        self.model_picker.setCurrentIndex(index)
+        self.model_bar.select_model(path)
 
     def choose_model(self, path: str | Path, load: bool = True) -> None:
         """Select a model file in the picker (adding it when it is not in the library)."""
@@ -282,18 +207,6 @@ class ChatPage(QWidget):
         """Start chatting with ``path`` (the Library page's "Chat" action)."""
         self.new_chat()
         self.choose_model(path)
-
-    def _on_model_picked(self, _index: int) -> None:
-        path = self.selected_model()
-        if path:
-            self.choose_model(path)
-
-    def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open a GGUF model", str(self.settings.library_path()), "GGUF models (*.gguf)"
-        )
-        if path:
-            self.choose_model(path)
 
     def load_model(self, then: Callable[[], None] | None = None) -> bool:
         """Load the selected model off the GUI thread; ``then`` runs once it is loaded."""
@@ -345,18 +258,7 @@ class ChatPage(QWidget):
     # ---- conversations ------------------------------------------------------------------
     def refresh_conversations(self) -> None:
         current = self.conversation.id if self.conversation else None
-        self.conversation_list.blockSignals(True)
-        self.conversation_list.clear()
-        for conv in self.store.conversations():
-            item = QListWidgetItem(conv.title)
-            item.setData(ID_ROLE, conv.id)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-            item.setToolTip(conv.model_path or "")
-            self.conversation_list.addItem(item)
-            if conv.id == current:
-                item.setSelected(True)
-                self.conversation_list.setCurrentItem(item)
-        self.conversation_list.blockSignals(False)
+        self.sidebar.show_conversations(self.store.conversations(), current)
 
     def new_chat(self) -> None:
         """Ctrl+N: a fresh conversation (an empty current one is reused, not duplicated)."""
@@ -403,34 +305,10 @@ class ChatPage(QWidget):
             self.view.clear()
             self._show_context(0)
         self.refresh_conversations()
-        first = self.conversation_list.item(0)
+        first = self.sidebar.first_id()
         if self.conversation is None and first is not None:
-            self.open_conversation(int(first.data(ID_ROLE)))
+            self.open_conversation(first)
         self._update_state()
-
-    def _on_conversation_clicked(self) -> None:
-        items = self.conversation_list.selectedItems()
-        if items:
-            cid = int(items[0].data(ID_ROLE))
-            if self.conversation is None or cid != self.conversation.id:
-                self.open_conversation(cid)
-
-    def _on_item_renamed(self, item: QListWidgetItem) -> None:
-        self.rename_conversation(int(item.data(ID_ROLE)), item.text())
-
-    def _rename_current(self) -> None:
-        item = self.conversation_list.currentItem()
-        if item is not None:
-            self.conversation_list.editItem(item)
-
-    def _ask_delete_current(self) -> None:
-        if self.conversation is None:
-            return
-        answer = QMessageBox.question(
-            self, "Delete conversation", f"Delete “{self.conversation.title}” and all its messages?"
-        )
-        if answer == QMessageBox.StandardButton.Yes:
-            self.delete_conversation(self.conversation.id)
 
     def _on_options_changed(self) -> None:
         if self.conversation is not None:

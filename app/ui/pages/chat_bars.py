@@ -1,0 +1,219 @@
+"""The Chat page's side and top bars: the conversation list, and the model bar.
+
+:class:`ConversationSidebar` lists conversations (new, rename in place, delete after asking).
+:class:`ModelBar` picks the model, shows how it will load (auto fit, or context and GPU layers by
+hand) and its load status.  Both only report what the user asked for; the page does it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.chats import Conversation
+from app.ui.widgets.cards import PlainLabel
+
+ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+class ConversationSidebar(QWidget):
+    """The conversations, most recent first.
+
+    Signals:
+        selected(int): the user picked a conversation (its id).
+        renamed(int, str): the user edited a title in place.
+        new_requested(): the New chat button.
+        delete_requested(int): the user confirmed deleting a conversation.
+    """
+
+    selected = Signal(int)
+    renamed = Signal(int, str)
+    new_requested = Signal()
+    delete_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.list = QListWidget()
+        self.list.setObjectName("conversations")
+        self.list.itemSelectionChanged.connect(self._on_selection)
+        self.list.itemChanged.connect(
+            lambda item: self.renamed.emit(int(item.data(ID_ROLE)), item.text())
+        )
+        self.new_button = QPushButton("New chat")
+        self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
+        self.new_button.clicked.connect(self.new_requested)
+        self.rename_button = QPushButton("Rename")
+        self.rename_button.clicked.connect(self._rename_current)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.clicked.connect(self._ask_delete_current)
+        self._current: int | None = None
+        column = QVBoxLayout(self)
+        column.setContentsMargins(8, 8, 4, 8)
+        column.addWidget(self.new_button)
+        column.addWidget(self.list, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.rename_button)
+        row.addWidget(self.delete_button)
+        column.addLayout(row)
+
+    def show_conversations(self, conversations: list[Conversation], current: int | None) -> None:
+        """Fill the list (no selection signal while doing so)."""
+        self._current = current
+        self.list.blockSignals(True)
+        self.list.clear()
+        for conv in conversations:
+            item = QListWidgetItem(conv.title)
+            item.setData(ID_ROLE, conv.id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+            item.setToolTip(conv.model_path or "")
+            self.list.addItem(item)
+            if conv.id == current:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+        self.rename_button.setEnabled(current is not None)
+        self.delete_button.setEnabled(current is not None)
+
+    def first_id(self) -> int | None:
+        item = self.list.item(0)
+        return int(item.data(ID_ROLE)) if item is not None else None
+
+    def titles(self) -> list[str]:
+        return [self.list.item(i).text() for i in range(self.list.count())]
+
+    def _on_selection(self) -> None:
+        items = self.list.selectedItems()
+        if items and int(items[0].data(ID_ROLE)) != self._current:
+            self.selected.emit(int(items[0].data(ID_ROLE)))
+
+    def _rename_current(self) -> None:
+        item = self.list.currentItem()
+        if item is not None:
+            self.list.editItem(item)
+
+    def _ask_delete_current(self) -> None:
+        item = self.list.currentItem()
+        if item is None:
+            return
+        answer = QMessageBox.question(
+            self, "Delete conversation", f"Delete “{item.text()}” and all its messages?"
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_requested.emit(int(item.data(ID_ROLE)))
+
+
+class ModelBar(QWidget):
+    """Model picker, load options (auto fit or by hand), Load/Eject, and the load status.
+
+    Signals:
+        model_picked(str): the user chose a model (from the list or a file).
+        load_requested(): Load.
+        eject_requested(): Eject.
+    """
+
+    model_picked = Signal(str)
+    load_requested = Signal()
+    eject_requested = Signal()
+
+    def __init__(self, default_ctx: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.picker = QComboBox()
+        self.picker.setMinimumWidth(160)
+        self.picker.setToolTip("The model to chat with (from the library, or Browse…)")
+        self.picker.activated.connect(self._on_picked)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse)
+        self.auto_fit = QCheckBox("Auto fit")
+        self.auto_fit.setChecked(True)
+        self.auto_fit.setToolTip("Choose GPU layers and context from this machine's memory plan")
+        self.ctx_box = QSpinBox()
+        self.ctx_box.setRange(256, 1 << 20)
+        self.ctx_box.setSingleStep(1024)
+        self.ctx_box.setPrefix("ctx ")
+        self.ctx_box.setValue(default_ctx)
+        self.gpu_box = QSpinBox()
+        self.gpu_box.setRange(0, 1000)
+        self.gpu_box.setPrefix("GPU layers ")
+        self.load_button = QPushButton("Load")
+        self.load_button.setObjectName("primary")
+        self.load_button.clicked.connect(self.load_requested)
+        self.eject_button = QPushButton("Eject")
+        self.eject_button.setToolTip("Unload the model and stop its engine process")
+        self.eject_button.clicked.connect(self.eject_requested)
+        self.status = PlainLabel("No model loaded", name="muted")
+        self.status.setWordWrap(True)  # long file names must not widen the window
+        self.auto_fit.toggled.connect(lambda _on: self.set_busy(self._busy, self._loaded))
+        self._busy = False
+        self._loaded = False
+
+        top = QHBoxLayout()
+        top.addWidget(self.picker, 1)
+        for w in (self.browse_button, self.load_button, self.eject_button):
+            top.addWidget(w)
+        fit_row = QHBoxLayout()
+        for w in (self.auto_fit, self.ctx_box, self.gpu_box):
+            fit_row.addWidget(w)
+        fit_row.addWidget(self.status, 1)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addLayout(top)
+        column.addLayout(fit_row)
+
+    def selected_model(self) -> str | None:
+        path = self.picker.currentData()
+        return str(path) if path else None
+
+    def set_models(self, choices: list[tuple[str, str]]) -> None:
+        """Fill the picker with (label, path), keeping the current choice."""
+        current = self.selected_model()
+        self.picker.blockSignals(True)
+        self.picker.clear()
+        for label, path in choices:
+            self.picker.addItem(label, path)
+        if self.picker.count() == 0:
+            self.picker.addItem("No models yet: download one or Browse…", None)
+        if current:
+            self.select_model(current)
+        self.picker.blockSignals(False)
+
+    def select_model(self, path: str) -> None:
+        index = self.picker.findData(path)
+        if index < 0:
+            if self.picker.count() == 1 and self.picker.itemData(0) is None:
+                self.picker.clear()
+            self.picker.addItem(Path(path).name, path)
+            index = self.picker.count() - 1
+        self.picker.setCurrentIndex(index)
+
+    def set_busy(self, busy: bool, loaded: bool) -> None:
+        self._busy, self._loaded = busy, loaded
+        for w in (self.picker, self.browse_button, self.load_button, self.auto_fit):
+            w.setEnabled(not busy)
+        manual = not self.auto_fit.isChecked()
+        self.ctx_box.setEnabled(not busy and manual)
+        self.gpu_box.setEnabled(not busy and manual)
+        self.eject_button.setEnabled(not busy and loaded)
+
+    def _on_picked(self, _index: int) -> None:
+        path = self.selected_model()
+        if path:
+            self.model_picked.emit(path)
+
+    def _browse(self) -> None:
+        start = str(Path(self.selected_model() or Path.home()).parent)
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", start, "GGUF (*.gguf)")
+        if path:
+            self.model_picked.emit(path)
