@@ -156,6 +156,14 @@ def test_abort_inside_llama_cpp_while_idle_then_reload(make_window, qtbot, tiny_
     _send(qtbot, page, "hello", max_tokens=3)
     _idle(qtbot, page)
     assert _roles(page) == ["user", "assistant"]
+    # Eject stops the engine process off the GUI thread; the next message loads again.
+    assert page.model_bar.eject_button.isEnabled()
+    pid = page.engine.pid
+    page.model_bar.eject_button.click()
+    qtbot.waitUntil(lambda: not page.busy and not page.engine.alive, timeout=30000)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert page.loaded is None and not page.model_bar.eject_button.isEnabled()
 
 
 def test_bad_model_file_shows_an_error_and_page_keeps_working(

@@ -250,8 +250,10 @@ class ChatPage(QWidget):
         """Unload the model and stop the engine process (memory back to the system)."""
         if self.busy:
             return
-        self.engine.close()
+        engine = self.engine
         self.loaded = None
+        self._mode = "eject"
+        self._task.start(lambda _token: engine.close(), name="eject model")
         self.load_status.setText("No model loaded")
         self._update_state()
 
