@@ -11,8 +11,12 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.cli.common import fail, print_json
+
+if TYPE_CHECKING:
+    from app.ui.main_window import MainWindow
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +33,7 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def wait_until_idle(window, timeout_s: float, settle_s: float = 0.3) -> bool:  # noqa: ANN001
+def wait_until_idle(window: MainWindow, timeout_s: float, settle_s: float = 0.3) -> bool:
     """Process events until the window's tasks are done (True) or ``timeout_s`` passed (False)."""
     from PySide6.QtWidgets import QApplication
 
@@ -49,7 +53,9 @@ def wait_until_idle(window, timeout_s: float, settle_s: float = 0.3) -> bool:  #
     return False
 
 
-def take_screenshots(folder: Path, size: tuple[int, int], repo: str | None, timeout_s: float):
+def take_screenshots(
+    folder: Path, size: tuple[int, int], repo: str | None, timeout_s: float
+) -> list[Path]:
     """Visit every page and save ``NN-title.png``; returns the paths written."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from app.ui.app import make_application
@@ -65,8 +71,10 @@ def take_screenshots(folder: Path, size: tuple[int, int], repo: str | None, time
         for number, (title, _) in enumerate(PAGES, start=1):
             page = window.show_page(title)
             setup = getattr(page, "screenshot_setup", None)
-            if setup is not None:
-                setup(repo=repo) if title == "Models" else setup()
+            if setup is not None and title == "Models":
+                setup(repo=repo)
+            elif setup is not None:
+                setup()
             wait_until_idle(window, timeout_s)
             path = folder / f"{number:02d}-{_slug(title)}.png"
             if not window.grab().save(str(path)):

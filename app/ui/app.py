@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import app
 
+if TYPE_CHECKING:  # Qt is imported lazily: the CLI path must not pay for it
+    from PySide6.QtWidgets import QApplication
 
-def make_application(argv: list[str]):  # -> QApplication (typed loosely: Qt imports stay lazy)
+
+def make_application(argv: list[str]) -> QApplication:
     """The one QApplication, with QuantDesk's names, icon and stylesheet."""
     from PySide6.QtWidgets import QApplication
 
@@ -16,6 +20,7 @@ def make_application(argv: list[str]):  # -> QApplication (typed loosely: Qt imp
     from app.ui.widgets.style import apply_style
 
     qapp = QApplication.instance() or QApplication([sys.argv[0], *argv])
+    assert isinstance(qapp, QApplication)
     qapp.setApplicationName(app.APP_NAME)
     qapp.setApplicationDisplayName(app.APP_NAME)
     qapp.setApplicationVersion(app.__version__)

@@ -84,7 +84,10 @@ class Task(QObject):
                 # Work interrupted by our own cancel often ends in an exception; that is no failure.
                 self.finished.emit()
                 return
-            traceback.print_exc()
+            if not hasattr(exc, "kind"):
+                # HubError, EngineError... carry a ``kind`` and a message written for people;
+                # anything else is unexpected and its traceback goes to stderr.
+                traceback.print_exc()
             self.failed.emit(str(exc) or type(exc).__name__, exc)
         finally:
             self.done.set()

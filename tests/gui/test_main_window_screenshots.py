@@ -20,7 +20,12 @@ def test_screenshots_command_writes_every_page_with_a_chat_reply(
     for _ in Library().import_file(tiny_models["Q4_K_M"]):
         pass
     out = tmp_path / "shots"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QUANTDESK_HOME": str(quantdesk_home)}
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "QUANTDESK_HOME": str(quantdesk_home),
+        "HF_HUB_OFFLINE": "1",  # the Models page says "offline" instead of reaching the real Hub
+    }
     result = subprocess.run(
         [sys.executable, "-m", "app", "screenshots", str(out), "--json"],
         env=env,

@@ -173,3 +173,13 @@ def test_metadata_from_the_hub_is_shown_as_plain_text(window):
     assert page.repo_subtitle.text() == '<img src="http://x/y.png"><b>bold</b>'
     for label in page.findChildren(QLabel):
         assert label.textFormat() == Qt.TextFormat.PlainText, label.text()
+
+
+def test_offline_says_so_and_keeps_the_catalog(window, qtbot, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    page = window.show_page("Models")
+    assert page.repo_list.count() >= 10  # the curated list needs no network
+    page.repo_list.setCurrentRow(0)
+    qtbot.waitUntil(lambda: page.details.retry_button.isVisible(), timeout=30_000)
+    assert page.details.heading.text() == "You are offline"
+    assert "Library" in page.details.reason.text()

@@ -118,8 +118,13 @@ class VariantDetails(Card):
         self.download_button.hide()
         self.retry_button.hide()
 
-    def show_error(self, message: str, retry: Callable[[], None] | None = None) -> None:
-        self.clear("Something went wrong")
+    def show_error(
+        self,
+        message: str,
+        retry: Callable[[], None] | None = None,
+        headline: str = "Something went wrong",
+    ) -> None:
+        self.clear(headline)
         self.reason.setText(message)
         self._retry = retry
         self.retry_button.setVisible(retry is not None)

@@ -290,6 +290,14 @@ class ModelsPage(QWidget):
 
     def _on_variants_failed(self, message: str, exc: object) -> None:
         self.plan_status.setText("")
+        if isinstance(exc, hub.OfflineError):
+            self.details.show_error(
+                f"The Hub cannot be reached ({message}). Models already downloaded are in the "
+                "Library and work offline.",
+                retry=self.retry_repo,
+                headline="You are offline",
+            )
+            return
         self.details.show_error(f"Could not list the variants: {message}", retry=self.retry_repo)
 
     def retry_repo(self) -> None:
