@@ -91,6 +91,10 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self.resize(1280, 800)
         self.context = AppContext(self)
+        # Settings first: loading them applies the theme before any page is drawn.
+        from app.ui.settings_service import shared_settings
+
+        shared_settings(self.context)
         self._closed = False
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")

@@ -101,3 +101,29 @@ def test_gui_process_never_imports_llama_cpp(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout
+
+
+def test_switching_to_dark_theme_reaches_every_label(qtbot):
+    # The stylesheet refers to palette colours; a theme switch while the window is open (the
+    # Settings page does it) must re-resolve them, or text stays black on a dark background.
+    from PySide6.QtGui import QPalette
+
+    from app.ui.settings_service import apply_theme
+    from app.ui.widgets.cards import PlainLabel
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        page = win.show_page("Hardware")
+        qtbot.waitUntil(lambda: page.profile is not None)
+        [title] = [w for w in page.findChildren(PlainLabel) if w.objectName() == "pageTitle"]
+        assert title.palette().color(QPalette.ColorRole.WindowText).lightness() < 100
+        apply_theme("dark")
+        qtbot.wait(50)
+        text = title.palette().color(QPalette.ColorRole.WindowText)
+        background = win.palette().color(QPalette.ColorRole.Window)
+        assert background.lightness() < 100 and text.lightness() > 150
+    finally:
+        win.close()
+        apply_theme("system")

@@ -6,6 +6,7 @@ either background; everything else comes from ``palette(...)`` so the system the
 
 from __future__ import annotations
 
+from PySide6.QtCore import QEvent, QObject
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication
 
@@ -117,6 +118,24 @@ QTableView {{
 """
 
 
+class _PaletteWatcher(QObject):
+    """Re-applies the stylesheet when the palette changes (light <-> dark).
+
+    Qt resolves ``palette(...)`` in a stylesheet when it is set, so without this a theme switch
+    would leave stale colours: dark backgrounds with black text.
+    """
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if (
+            event.type() == QEvent.Type.ApplicationPaletteChange
+            and watched is QApplication.instance()
+        ):
+            app = QApplication.instance()
+            assert isinstance(app, QApplication)
+            app.setStyleSheet(app.styleSheet())
+        return False
+
+
 def apply_style(qapp: QApplication | None = None) -> None:
     """Install the stylesheet once per application (idempotent)."""
     qapp = qapp or QApplication.instance()
@@ -124,6 +143,8 @@ def apply_style(qapp: QApplication | None = None) -> None:
         return
     qapp.setStyleSheet(qapp.styleSheet() + STYLESHEET)
     qapp.setProperty("quantdesk_styled", True)
+    watcher = _PaletteWatcher(qapp)
+    qapp.installEventFilter(watcher)
 
 
 def color(name: str) -> QColor:
