@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QTextBrowser,
@@ -39,6 +40,7 @@ from app.ui.markdown import force_split, render, split_stable
 
 MIN_RENDER_INTERVAL_MS = 50
 MAX_RENDER_INTERVAL_MS = 250
+SHOWN_AT_ONCE = 40  # messages built when a conversation opens (more on request)
 TAIL_LIMIT = 600  # characters of an unfinished block re-rendered at most (see force_split)
 _ROLE_NAMES = {"user": "You", "assistant": "Assistant", "error": "Error", "system": "System"}
 
@@ -237,7 +239,13 @@ class ChatView(QScrollArea):
         self._column = QVBoxLayout(inner)
         self._column.setContentsMargins(12, 12, 12, 12)
         self._column.setSpacing(8)
+        self.earlier_button = QPushButton("Show earlier messages")
+        self.earlier_button.setFlat(True)
+        self.earlier_button.clicked.connect(self.show_earlier)
+        self.earlier_button.hide()
+        self._column.addWidget(self.earlier_button)
         self._column.addStretch(1)
+        self._hidden: list[tuple[str, str, int | None, str]] = []
         self.setWidget(inner)
         self.messages: list[MessageWidget] = []
         self._streaming: MessageWidget | None = None
@@ -258,25 +266,65 @@ class ChatView(QScrollArea):
         self._streaming = None
         self._discard(self.messages)
         self.messages.clear()
+        self._hidden = []
+        self._show_earlier_button()
         self._stick = True
 
     def add_message(
         self, role: str, text: str, message_id: int | None = None, stats: str = ""
     ) -> MessageWidget:
-        widget = MessageWidget(role, message_id)
-        widget.set_text(text)
-        widget.set_stats(stats)
+        widget = self._build(role, text, message_id, stats)
         self._insert(widget)
         return widget
 
-    def _insert(self, widget: MessageWidget) -> None:
+    def set_messages(self, messages: list[tuple[str, str, int | None, str]]) -> None:
+        """Show a conversation: (role, text, message id, stats in words) per message.
+
+        Only the last :data:`SHOWN_AT_ONCE` are built; "Show earlier messages" builds more, so
+        opening a long conversation costs the same as a short one.
+        """
+        self.clear()
+        self._hidden = list(messages[:-SHOWN_AT_ONCE]) if len(messages) > SHOWN_AT_ONCE else []
+        for role, text, message_id, stats in messages[len(self._hidden) :]:
+            self._insert(self._build(role, text, message_id, stats), update=False)
+        self._show_earlier_button()
+        self._update_actions()
+
+    def show_earlier(self) -> None:
+        """Build the previous :data:`SHOWN_AT_ONCE` messages above the ones shown."""
+        batch = self._hidden[-SHOWN_AT_ONCE:]
+        del self._hidden[-SHOWN_AT_ONCE:]
+        widgets = [self._build(*m) for m in batch]
+        for offset, widget in enumerate(widgets):
+            self._connect(widget)
+            self._column.insertWidget(1 + offset, widget)
+        self.messages[:0] = widgets
+        self._show_earlier_button()
+        self._update_actions()
+
+    def _show_earlier_button(self) -> None:
+        count = len(self._hidden)
+        self.earlier_button.setVisible(count > 0)
+        self.earlier_button.setText(f"Show earlier messages ({count} more)")
+
+    def _build(self, role: str, text: str, message_id: int | None, stats: str) -> MessageWidget:
+        widget = MessageWidget(role, message_id)
+        widget.set_text(text)
+        widget.set_stats(stats)
+        return widget
+
+    def _connect(self, widget: MessageWidget) -> None:
         widget.edit_requested.connect(self.edit_requested)
         widget.regenerate_requested.connect(self.regenerate_requested)
         widget.stable.link_activated.connect(self.link_activated)
         widget.tail.link_activated.connect(self.link_activated)
+
+    def _insert(self, widget: MessageWidget, update: bool = True) -> None:
+        self._connect(widget)
         self._column.insertWidget(self._column.count() - 1, widget)
         self.messages.append(widget)
-        self._update_actions()
+        if update:
+            self._update_actions()
 
     def remove_from(self, index: int) -> None:
         """Drop the message at ``index`` and every later one (regenerate, edit-and-resend)."""

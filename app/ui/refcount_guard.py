@@ -1,14 +1,16 @@
-"""Keep PySide6's signal emits from freeing ``True`` (a reference-count bug, CPython < 3.12).
+"""Keep PySide6 6.12 from freeing ``None``/``True``/``False`` on CPython < 3.12.
 
-PySide6 6.12's ``SignalInstance.emit()`` returns ``True`` without owning a reference, so every
-emit made from Python lowers True's reference count by one.  On CPython 3.10/3.11 (where True is not
-immortal) the interpreter aborts with "Fatal Python error: bool_dealloc" after about a thousand
-emits -- one streamed reply of a few hundred tokens through :class:`app.ui.bridge.Task`, which
-emits once per token.  Signals emitted by Qt itself (clicks, timers) are not affected.
+The PySide6 6.12.0 wheels return ``None`` from every void method (``setText``, ``setVisible``,
+``start``...) and ``True`` from ``Signal.emit()`` without owning a reference -- harmless where these
+objects are immortal (CPython 3.12+), fatal on 3.10/3.11: each call made from Python lowers the
+count by one, and after some thousands of calls (one long streamed reply, a big table) CPython
+aborts with "Fatal Python error: none_dealloc" (or ``bool_dealloc``).  Calls Qt makes itself
+(painting, layouts, clicks) are not affected.
 
-The guard adds references to ``True`` (never released: True is never freed anyway) and tops them
-up from a timer on the application, so the count can never run down.  It measures the leak first and does nothing where
-emits are correct (fixed PySide6, CPython 3.12+).
+The guard measures whether this build leaks; if it does, it raises the counts of the three objects
+well above what can leak between two checks and keeps them there from a timer on the application.
+The references are never given back: these objects live as long as the interpreter anyway, and
+giving them back at exit would free them during finalization.
 """
 
 from __future__ import annotations
@@ -18,44 +20,49 @@ import sys
 
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
-FLOOR = 1 << 15  # far more emits than can happen between two checks
-CHECK_MS = 250
+FLOOR = 1 << 20  # references kept in hand: more than any burst of calls between two checks
+CHECK_MS = 200
+_SINGLETONS = (None, True, False)
 _leaks: bool | None = None
-_incref = ctypes.pythonapi.Py_IncRef
-_incref.argtypes = [ctypes.py_object]
-_incref.restype = None
-
-
-def _add_true_refs(n: int) -> None:
-    # Held by nobody on purpose: a list holding them would give them back at exit, and the
-    # emits' missing references would then free True during finalization.
-    for _ in range(n):
-        _incref(True)
 
 
 class _Probe(QObject):
     ping = Signal()
 
 
+def _add_refs(obj: object, n: int) -> None:
+    # ob_refcnt is the first field of every object on CPython < 3.12 (checked by emit_leaks).
+    # Other threads may touch the count between the read and the write: an error of a few
+    # references either way, negligible against FLOOR.
+    cell = ctypes.c_ssize_t.from_address(id(obj))
+    cell.value += n
+
+
 def emit_leaks() -> bool:
-    """Whether ``emit()`` drops a reference to True here (measured once)."""
+    """Whether this PySide6 build drops references to None/True (measured once)."""
     global _leaks
     if _leaks is None:
+        if sys.implementation.name != "cpython" or sys.version_info >= (3, 12):
+            _leaks = False  # immortal objects: nothing to guard
+            return _leaks
         probe = _Probe()
-        before = sys.getrefcount(True)
+        before = sys.getrefcount(True), sys.getrefcount(None)
         for _ in range(64):
             probe.ping.emit()
-        _leaks = sys.getrefcount(True) <= before - 64
+            probe.setObjectName("probe")
+        after = sys.getrefcount(True), sys.getrefcount(None)
+        _leaks = after[0] <= before[0] - 64 or after[1] <= before[1] - 64
         if _leaks:
-            _add_true_refs(64)  # give back what the probe took
+            top_up()
     return _leaks
 
 
 def top_up() -> None:
-    """Bring True's reference count back above :data:`FLOOR` when emits have drained it."""
-    have = sys.getrefcount(True)
-    if have < FLOOR:
-        _add_true_refs(2 * FLOOR - have)
+    """Raise each count back to twice :data:`FLOOR` when calls have drained it below FLOOR."""
+    for obj in _SINGLETONS:
+        have = sys.getrefcount(obj)
+        if have < FLOOR:
+            _add_refs(obj, 2 * FLOOR - have)
 
 
 def install() -> None:

@@ -290,3 +290,26 @@ def test_copy_puts_the_message_on_the_clipboard(make_window, qtbot):
     widget = page.view.add_message("assistant", "**bold** and `code`", 1)
     widget.copy_button.click()
     assert QApplication.clipboard().text() == "**bold** and `code`"
+
+
+def test_long_conversation_opens_with_the_latest_messages_first(make_window, qtbot):
+    from app.ui.chat_view import SHOWN_AT_ONCE
+
+    store = ChatStore()
+    conv = store.create(title="Long one")
+    for i in range(100):
+        store.add_message(conv.id, "user" if i % 2 == 0 else "assistant", f"message {i}")
+    store.close()
+    win = make_window()
+    page = win.show_page("Chat")
+    shown = [m.text for m in page.view.messages]
+    assert shown == [f"message {i}" for i in range(100 - SHOWN_AT_ONCE, 100)]
+    assert page.view.earlier_button.isVisibleTo(page)
+    assert "60 more" in page.view.earlier_button.text()
+    page.view.earlier_button.click()
+    page.view.earlier_button.click()
+    assert [m.text for m in page.view.messages] == [f"message {i}" for i in range(100)]
+    assert not page.view.earlier_button.isVisibleTo(page)
+    # only the last user message can be edited, only the last reply regenerated
+    assert [m.edit_button.isVisibleTo(page) for m in page.view.messages].count(True) == 1
+    assert page.view.messages[-1].regenerate_button.isVisibleTo(page)

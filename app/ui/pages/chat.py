@@ -278,11 +278,12 @@ class ChatPage(QWidget):
         self._cancel_edit()
         conv = self.store.get(conversation_id)
         self.conversation = conv
-        self.view.clear()
+        messages = self.store.messages(conv.id)
+        self.view.set_messages(
+            [(m.role, m.content, m.id, stats_words(m.stats) if m.stats else "") for m in messages]
+        )
         used = 0
-        for msg in self.store.messages(conv.id):
-            words = stats_words(msg.stats) if msg.stats else ""
-            self.view.add_message(msg.role, msg.content, msg.id, words)
+        for msg in messages:
             if msg.stats:
                 used = int(msg.stats.get("prompt_tokens", 0)) + int(msg.stats.get("tokens", 0))
         self._show_context(used)
