@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPushButton
 
-from app.core.hardware import detect
+from app.core.hardware import GpuInfo, detect
 from app.core.hub import RepoSummary
 from app.ui.main_window import MainWindow
 from app.ui.pages.model_table import COL_ACTION, COL_FIT, COL_QUANT, fit_badge
@@ -183,3 +183,31 @@ def test_offline_says_so_and_keeps_the_catalog(window, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: page.details.retry_button.isVisible(), timeout=30_000)
     assert page.details.heading.text() == "You are offline"
     assert "Library" in page.details.reason.text()
+
+
+def test_gpu_profile_shows_partial_offload_and_a_vram_bar(window, qtbot, hub):
+    # A what-if GPU given as data (this VM has none): past the planner's 1 GiB margin, 48 MB
+    # free -- room for the compute buffer (~45 MB at 4K) and some layers of the tiny model
+    # (~2.2 MB each with their KV cache), not all of them.
+    gpu = GpuInfo("Test GPU", "cuda", 2 << 30, (1 << 30) + (48 << 20), "test")
+    profile = dataclasses.replace(detect(), gpus=[gpu], llama_backends=["cpu", "cuda"])
+    window.context.set_service("hardware", profile)
+    page = window.show_page("Models")
+    page.open_repo(TINY_REPO)
+    _wait_planned(qtbot, page)
+    badges = {
+        page.table_model.variants[r].quant: page.table_model.index(r, COL_FIT).data(BADGE_ROLE)
+        for r in range(page.table_model.rowCount())
+    }
+    verdicts = {v for v, _ in badges.values()}
+    assert "partial_gpu" in verdicts, badges
+    partial = next(text for v, text in badges.values() if v == "partial_gpu")
+    assert partial.startswith("Partial GPU ") and partial.endswith(" layers") and "/" in partial
+    row = next(
+        r for r in range(4) if badges[page.table_model.variants[r].quant][0] == "partial_gpu"
+    )
+    page.table.selectRow(row)
+    assert page.details.vram_bar.isVisible()
+    assert (
+        page.details.vram_bar.title == "GPU memory" and "Weights" in page.details.vram_bar.summary()
+    )
