@@ -102,4 +102,6 @@ def test_library_folder_change_refreshes_the_chat_model_list(qtbot, tmp_path, ti
     page.change("library_dir", str(lib))
     paths_ = [chat.model_picker.itemData(i) for i in range(chat.model_picker.count())]
     assert str(model.path) in paths_
+    page.default_ctx.setValue(2048)
+    assert chat.ctx_box.value() == 2048  # the chat's next auto-fit load starts from it
     win.close()

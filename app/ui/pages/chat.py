@@ -78,7 +78,7 @@ class ChatPage(QWidget):
         events = getattr(context, "events", None)
         if events is not None:
             events.library_changed.connect(self.refresh_models)
-            events.settings_changed.connect(self.refresh_models)
+            events.settings_changed.connect(self._on_settings_changed)
         first = self.sidebar.first_id()
         if first is not None:
             self.open_conversation(first)
@@ -191,6 +191,11 @@ class ChatPage(QWidget):
     def refresh_models(self) -> None:
         """Fill the picker from the library (keeps the current choice)."""
         self.model_bar.set_models(model_choices(self.settings))
+
+    def _on_settings_changed(self) -> None:
+        self.refresh_models()  # the library folder may have changed
+        if self.auto_fit.isChecked() and not self.busy:
+            self.ctx_box.setValue(self.settings.default_n_ctx)
 
     def _select_model(self, path: str) -> None:
         self.model_bar.select_model(path)
