@@ -94,10 +94,17 @@ def test_sampling_and_presets():
     assert 0 <= s.sampling().seed < 2**31
 
 
-def test_other_modules_read_settings_through_the_module_load():
-    from app.core import hub, settings
+def test_other_modules_read_settings_through_the_module_load(monkeypatch, tmp_path):
+    from app.core import hub, library, settings
 
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     s = settings.load()
+    assert not hub.offline_mode()
     s.set("hub_token", "hf_from_settings")
+    s.set("offline", True)
+    s.set("library_dir", str(tmp_path / "lib"))
     s.save()
-    assert hub._setting("hub_token") == "hf_from_settings"
+    assert hub.user_token() == "hf_from_settings"
+    assert hub.offline_mode()
+    assert library.default_folder() == tmp_path / "lib"
