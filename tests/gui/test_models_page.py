@@ -155,6 +155,16 @@ def test_compare_button_sends_the_downloaded_variants_to_compare(window, qtbot, 
         item = downloads.find(TINY_REPO, variant.file)
         qtbot.waitUntil(lambda i=item: i.row.state == "done" and not i.active, timeout=60_000)
     assert page.compare_button.isEnabled() and "2" in page.compare_button.text()
+    buttons = {
+        v.quant: page.table.indexWidget(page.table_model.index(r, COL_ACTION)).text()
+        for r, v in enumerate(page.table_model.variants)
+    }
+    assert buttons == {
+        "Q2_K": "In library",
+        "Q8_0": "In library",
+        "Q4_K_M": "Download",
+        "F16": "Download",
+    }
     page.compare_button.click()
     assert window.current_title() == "Compare"
     compare = window.page("Compare")

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.core import hub
 from app.core.hub import RepoSummary, Variant
+from app.core.library import LibraryModel
 from app.ui.bridge import LatestTask
 from app.ui.main_window import AppContext
 from app.ui.pages.model_details import VariantDetails
@@ -92,7 +93,7 @@ class ModelsPage(QWidget):
         self.plan_task.item_produced.connect(self._on_plan_item)
         self.plan_task.failed.connect(self._on_plan_failed)
         self.show_catalog()
-        context.events.library_changed.connect(self._update_compare_button)
+        context.events.library_changed.connect(self._refresh_local_state)
 
     # --- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -271,7 +272,7 @@ class ModelsPage(QWidget):
         self.plan_task.cancel()
         self.plan_status.setText("Listing variants…")
         repo_id = summary.repo_id
-        self._update_compare_button()
+        self._refresh_local_state()
         self.variants_task.start(lambda _token: hub.list_variants(repo_id), name="hub-variants")
 
     def _on_variants(self, variants: list[Variant]) -> None:
@@ -280,8 +281,9 @@ class ModelsPage(QWidget):
             button = QPushButton("Download")
             button.setObjectName("rowButton")
             button.setToolTip(f"Download {variant.file} ({human_bytes(variant.size_bytes)})")
-            button.clicked.connect(lambda _=False, v=variant: self.request_download(v))
+            button.clicked.connect(lambda _=False, v=variant: self._on_row_button(v))
             self.table.setIndexWidget(self.table_model.index(row, COL_ACTION), button)
+        self._refresh_local_state()
         if not variants:
             self.plan_status.setText("")
             self.details.clear("This repo has no GGUF files.")
@@ -374,19 +376,31 @@ class ModelsPage(QWidget):
         variant = self.table_model.variants[row]
         self.details.show_variant(variant, self.table_model.fit_at(row), self.advice)
 
-    # --- compare ------------------------------------------------------------------------------
-    def downloaded_variants(self) -> list[Path]:
-        """Library files of the open repo (one per variant)."""
+    # --- what is already downloaded ---------------------------------------------------------
+    def _local_models(self) -> dict[str, LibraryModel]:
+        """Library models of the open repo, by their Hub file name."""
         if not self.repo:
-            return []
+            return {}
         try:
             models = library(self.context).list()
         except Exception:  # a damaged database is reported by the Library page
-            return []
-        return [m.path for m in models if m.repo_id == self.repo and m.present]
+            return {}
+        return {
+            m.hub_file: m for m in models if m.repo_id == self.repo and m.hub_file and m.present
+        }
 
-    def _update_compare_button(self) -> None:
-        n = len(self.downloaded_variants())
+    def downloaded_variants(self) -> list[Path]:
+        """Library files of the open repo (one per variant)."""
+        return [m.path for m in self._local_models().values()]
+
+    def _refresh_local_state(self) -> None:
+        """Row buttons say "In library" for downloaded variants; Compare needs two of them."""
+        local = self._local_models()
+        for row, variant in enumerate(self.table_model.variants):
+            button = self.table.indexWidget(self.table_model.index(row, COL_ACTION))
+            if isinstance(button, QPushButton):
+                button.setText("In library" if variant.file in local else "Download")
+        n = len(local)
         self.compare_button.setEnabled(n >= 2)
         self.compare_button.setText(
             f"Compare {n} downloaded variants" if n >= 2 else "Compare downloaded variants"
@@ -402,6 +416,16 @@ class ModelsPage(QWidget):
             set_models(paths)
 
     # --- downloads ----------------------------------------------------------------------------
+    def _on_row_button(self, variant: Variant) -> None:
+        model = self._local_models().get(variant.file)
+        if model is None:
+            self.request_download(variant)
+            return
+        page = self.context.window.show_page("Library")
+        select = getattr(page, "select", None)
+        if select is not None:
+            select(model.path)
+
     def request_download(self, variant: Variant) -> None:
         """Queue a download on the Downloads page; ask first when the variant does not fit."""
         fit = self.table_model.fits.get(variant.file)
