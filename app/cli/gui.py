@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +54,17 @@ def wait_until_idle(window: MainWindow, timeout_s: float, settle_s: float = 0.3)
     return False
 
 
+def _quiet_offscreen_warnings() -> None:
+    """The offscreen platform warns once per window that it cannot resize to size hints."""
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+
+    def handler(kind: QtMsgType, context: object, message: str) -> None:
+        if "propagateSizeHints" not in message:
+            print(message, file=sys.stderr)
+
+    qInstallMessageHandler(handler)
+
+
 def take_screenshots(
     folder: Path, size: tuple[int, int], repo: str | None, timeout_s: float
 ) -> list[Path]:
@@ -62,6 +74,7 @@ def take_screenshots(
     from app.ui.main_window import PAGES, MainWindow
 
     make_application([])
+    _quiet_offscreen_warnings()
     folder.mkdir(parents=True, exist_ok=True)
     window = MainWindow()
     window.resize(*size)
