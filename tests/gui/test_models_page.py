@@ -183,6 +183,9 @@ def test_metadata_from_the_hub_is_shown_as_plain_text(window):
     assert page.repo_subtitle.text() == '<img src="http://x/y.png"><b>bold</b>'
     for label in page.findChildren(QLabel):
         assert label.textFormat() == Qt.TextFormat.PlainText, label.text()
+    # Tooltips too: Qt renders a tooltip that looks like HTML as HTML, so it comes escaped.
+    tip = page.repo_list.item(0).toolTip()
+    assert "<b>" not in tip and "&lt;b&gt;bold&lt;/b&gt;" in tip
 
 
 def test_offline_says_so_and_keeps_the_catalog(window, qtbot, monkeypatch):

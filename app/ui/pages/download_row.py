@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
 
 from app.core.download import DownloadProgress
 from app.core.hub import Variant
-from app.ui.widgets.cards import Card, PlainLabel, chip, muted
+from app.ui.widgets.cards import Card, PlainLabel, chip, muted, plain_tooltip
 from app.ui.widgets.format import human_bytes, human_duration, human_speed
 from app.ui.widgets.style import ACCENT, ERROR, SUCCESS
 
@@ -60,7 +60,7 @@ class DownloadRow(Card):
         self.state = "queued"
         head = QHBoxLayout()
         title = PlainLabel(variant.file, name="cardTitle")
-        title.setToolTip(f"{variant.repo_id} @ {variant.commit[:12]}")
+        title.setToolTip(plain_tooltip(f"{variant.repo_id} @ {variant.commit[:12]}"))
         head.addWidget(title)
         head.addWidget(chip(variant.quant))
         if variant.shards > 1:

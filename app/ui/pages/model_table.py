@@ -14,6 +14,7 @@ from PySide6.QtGui import QBrush, QColor, QFont
 from app.core.hub import Variant
 from app.ui.pages.model_plans import PlannedVariant
 from app.ui.widgets.badges import BADGE_ROLE, badge_text
+from app.ui.widgets.cards import plain_tooltip
 from app.ui.widgets.format import human_bytes, human_count
 from app.ui.widgets.style import ACCENT
 
@@ -112,15 +113,7 @@ class VariantTableModel(QAbstractTableModel):
         if role == BADGE_ROLE and col == COL_FIT:
             return fit_badge(fit)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if fit is not None and fit.error:
-                return fit.error
-            if col == COL_QUANT:
-                return f"{variant.file}\n{variant.repo_id} @ {variant.commit[:12]}"
-            if col == COL_MAXCTX and fit is not None and fit.n_ctx_train:
-                return f"Trained for {fit.n_ctx_train:,} tokens of context"
-            if fit is not None and fit.offload is not None:
-                return fit.offload.reason
-            return None
+            return plain_tooltip(self._tooltip(variant, fit, col))
         if role == Qt.ItemDataRole.FontRole and recommended:
             font = QFont()
             font.setBold(True)
@@ -132,6 +125,18 @@ class VariantTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_SIZE, COL_BPW, COL_MAXCTX):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+    @staticmethod
+    def _tooltip(variant: Variant, fit: PlannedVariant | None, col: int) -> str:
+        if fit is not None and fit.error:
+            return fit.error
+        if col == COL_QUANT:
+            return f"{variant.file}\n{variant.repo_id} @ {variant.commit[:12]}"
+        if col == COL_MAXCTX and fit is not None and fit.n_ctx_train:
+            return f"Trained for {fit.n_ctx_train:,} tokens of context"
+        if fit is not None and fit.offload is not None:
+            return fit.offload.reason
+        return ""
 
     @staticmethod
     def _text(variant: Variant, fit: PlannedVariant | None, col: int, recommended: bool) -> str:

@@ -38,8 +38,9 @@ from app.ui.pages.model_details import VariantDetails
 from app.ui.pages.model_plans import PlannedVariant, RepoAdvice, SpecCache, plan_repo
 from app.ui.pages.model_table import COL_ACTION, COL_FILE, COL_FIT, COL_QUANT, VariantTableModel
 from app.ui.services import library
+from app.ui.settings_service import shared_settings
 from app.ui.widgets.badges import BadgeDelegate
-from app.ui.widgets.cards import PageHeader, PlainLabel, muted
+from app.ui.widgets.cards import PageHeader, PlainLabel, muted, plain_tooltip
 from app.ui.widgets.format import human_bytes, human_count
 from app.ui.widgets.lists import SUBTITLE_ROLE, TwoLineDelegate
 
@@ -60,13 +61,9 @@ def _repo_subtitle(repo: RepoSummary) -> str:
     return " · ".join(parts) or repo.summary
 
 
-def _default_context() -> int:
-    try:
-        from app.core.settings import Settings
-
-        wanted = Settings.load().default_n_ctx
-    except Exception:  # settings are part B's; a broken file must not break this page
-        wanted = 4096
+def _default_context(context: AppContext) -> int:
+    """The stop of the slider nearest the default context of the settings."""
+    wanted = shared_settings(context).default_n_ctx
     return min(CONTEXT_STOPS, key=lambda c: abs(c - wanted))
 
 
@@ -77,6 +74,7 @@ class ModelsPage(QWidget):
         super().__init__()
         self.context = context
         self.repo: str | None = None
+        self._search_text = ""
         self.advice: RepoAdvice | None = None
         self.specs = SpecCache()
         self.search_task = LatestTask(context.runner, self)
@@ -165,7 +163,7 @@ class ModelsPage(QWidget):
         self.ctx_slider.setRange(0, len(CONTEXT_STOPS) - 1)
         self.ctx_slider.setPageStep(1)
         self.ctx_slider.setTickPosition(QSlider.TickPosition.TicksBelow)
-        self.ctx_slider.setValue(CONTEXT_STOPS.index(_default_context()))
+        self.ctx_slider.setValue(CONTEXT_STOPS.index(_default_context(self.context)))
         self.ctx_slider.setMaximumWidth(320)
         self.ctx_slider.valueChanged.connect(self._on_context_changed)
         ctx_row.addWidget(self.ctx_slider)
@@ -226,11 +224,11 @@ class ModelsPage(QWidget):
             self.show_catalog()
             return
         self.list_status.setText(f"Searching for “{text}”…")
-        self.search_task.start(lambda _token: hub.search(text), name="hub-search")
         self._search_text = text
+        self.search_task.start(lambda _token: hub.search(text), name="hub-search")
 
     def _on_search_results(self, repos: list[RepoSummary]) -> None:
-        text = getattr(self, "_search_text", "")
+        text = self._search_text
         n = len(repos)
         self.list_status.setText(
             f"{n} GGUF repo{'s' if n != 1 else ''} for “{text}”"
@@ -251,7 +249,7 @@ class ModelsPage(QWidget):
             item = QListWidgetItem(repo.repo_id)
             item.setData(SUBTITLE_ROLE, _repo_subtitle(repo))
             item.setData(REPO_ROLE, repo)
-            item.setToolTip(repo.summary or repo.repo_id)
+            item.setToolTip(plain_tooltip(repo.summary or repo.repo_id))
             self.repo_list.addItem(item)
         self.repo_list.blockSignals(False)
 
@@ -280,7 +278,9 @@ class ModelsPage(QWidget):
         for row, variant in enumerate(variants):
             button = QPushButton("Download")
             button.setObjectName("rowButton")
-            button.setToolTip(f"Download {variant.file} ({human_bytes(variant.size_bytes)})")
+            button.setToolTip(
+                plain_tooltip(f"Download {variant.file} ({human_bytes(variant.size_bytes)})")
+            )
             button.clicked.connect(lambda _=False, v=variant: self._on_row_button(v))
             self.table.setIndexWidget(self.table_model.index(row, COL_ACTION), button)
         self._refresh_local_state()

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.widgets.cards import plain_tooltip
 from app.ui.widgets.style import color
 
 BADGE_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -75,12 +76,12 @@ class FitBadge(QWidget):
         self.verdict = verdict
         self.text = text or badge_text(verdict)
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
-        self.setToolTip(self.text)
+        self.setToolTip(plain_tooltip(self.text))
 
     def set_verdict(self, verdict: str, text: str = "") -> None:
         self.verdict = verdict
         self.text = text or badge_text(verdict)
-        self.setToolTip(self.text)
+        self.setToolTip(plain_tooltip(self.text))
         self.updateGeometry()
         self.update()
 

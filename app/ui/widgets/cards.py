@@ -7,6 +7,8 @@ anything that looks like markup.
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QFrame,
@@ -28,6 +30,12 @@ class PlainLabel(QLabel):
         self.setText(text)
         if name:
             self.setObjectName(name)
+
+
+def plain_tooltip(text: str) -> str:
+    """A tooltip that shows ``text`` literally: Qt renders tooltips that look like HTML as HTML,
+    so outside text is escaped inside an explicit rich-text paragraph."""
+    return "<p style='white-space:pre-wrap'>" + html.escape(text) + "</p>" if text else ""
 
 
 def muted(text: str = "", wrap: bool = True) -> PlainLabel:

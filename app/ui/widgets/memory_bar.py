@@ -12,6 +12,7 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPaintEvent, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from app.ui.widgets.cards import plain_tooltip
 from app.ui.widgets.format import human_bytes
 from app.ui.widgets.style import ERROR, color
 
@@ -44,7 +45,7 @@ class MemoryBar(QWidget):
         self.caption = caption
         self.segments = [s for s in segments if s.nbytes > 0]
         self.budget = max(0, int(budget))
-        self.setToolTip(self.summary())
+        self.setToolTip(plain_tooltip(self.summary()))
         self.update()
 
     @property
