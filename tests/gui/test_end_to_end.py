@@ -55,7 +55,9 @@ def test_search_download_chat_stop_and_reopen(qtbot, hub):
 
         # 4. It is in the Library (refreshed by the library_changed event), with provenance.
         library = win.show_page("Library")
-        qtbot.waitUntil(lambda: any(m.hub_file == recommended for m in library.models))
+        qtbot.waitUntil(
+            lambda: any(m.hub_file == recommended for m in library.models), timeout=SLOW_MS
+        )
         model = next(m for m in library.models if m.hub_file == recommended)
         assert model.repo_id == TINY_REPO and model.sha256 == [hub.sha256(TINY_REPO, recommended)]
         assert library.select(model.path)
