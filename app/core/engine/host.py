@@ -329,6 +329,9 @@ def _dispatch(state: State, rid: int, body: Any) -> Any:
 
 def main(conn: Any, cancel: Any, consumed: Any, log_path: str) -> None:
     """Entry point of the child process."""
+    # ggml_abort would attach gdb to print a backtrace: seconds of delay and pages of noise in the
+    # log, where the parent only needs the assertion line.
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     try:
         log = open(log_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
         os.dup2(log.fileno(), 2)
