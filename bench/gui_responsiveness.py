@@ -191,6 +191,7 @@ def stream(tokens: int, rate: float, real: bool) -> dict[str, object]:
     heart.stop()
     ChatView._render_now = render_now  # type: ignore[method-assign]
     gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+    worst = max(range(len(gaps)), key=gaps.__getitem__) if gaps else 0
     n = count[0]
     first = sum(handled[:500]) / 500
     last = sum(handled[n - 500 : n]) / 500
@@ -201,6 +202,7 @@ def stream(tokens: int, rate: float, real: bool) -> dict[str, object]:
         "stream_s": round(elapsed, 2),
         "renders": reply.render_count,
         "longest_stall_ms": round(max(gaps) * 1000 - 5, 1) if gaps else None,
+        "longest_stall_at_s": round(beats[worst] - t0, 2) if gaps else None,
         "p99_gap_ms": round(sorted(gaps)[int(len(gaps) * 0.99)] * 1000, 1) if gaps else None,
         "first500_us_per_token": round(first * 1e6, 1),
         "last500_us_per_token": round(last * 1e6, 1),
