@@ -170,3 +170,28 @@ def test_a_reply_without_paragraph_breaks_renders_in_bounded_pieces(qtbot):
     assert longest_tail <= chat_view.TAIL_LIMIT + 25 * 10
     shown = (widget.stable.toPlainText() + " " + widget.tail.toPlainText()).split()
     assert shown == "".join(words).split()
+
+
+def test_links_ask_before_opening_and_only_for_web_addresses(qtbot, monkeypatch):
+    from PySide6.QtCore import QUrl
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.ui.main_window import MainWindow
+    from app.ui.pages import chat
+
+    asked: list[str] = []
+    opened: list[QUrl] = []
+    monkeypatch.setattr(
+        chat.QMessageBox,
+        "question",
+        lambda _parent, _title, text: asked.append(text) or QMessageBox.StandardButton.No,
+    )
+    monkeypatch.setattr(chat.QDesktopServices, "openUrl", opened.append)
+    win = MainWindow()
+    qtbot.addWidget(win)
+    page = win.show_page("Chat")
+    page.view.link_activated.emit(QUrl("file:///etc/passwd"))
+    page.view.link_activated.emit(QUrl("https://example.org/x"))
+    assert len(asked) == 1 and "https://example.org/x" in asked[0]
+    assert opened == []  # the user said no
+    win.close()

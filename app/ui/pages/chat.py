@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer, QUrl
+from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -118,6 +119,7 @@ class ChatPage(QWidget):
         self.view = ChatView()
         self.view.edit_requested.connect(self.edit_message)
         self.view.regenerate_requested.connect(self.regenerate)
+        self.view.link_activated.connect(self._on_link)
         self.composer = Composer()
         self.composer.send_requested.connect(self.send)
         self.send_button = QPushButton("Send")
@@ -429,6 +431,18 @@ class ChatPage(QWidget):
             self.stop()
         else:
             self._cancel_edit()
+
+    def _on_link(self, url: QUrl) -> None:
+        """A link in a reply: never followed by itself; the user sees the address and decides."""
+        if url.scheme().lower() not in ("http", "https", "mailto"):
+            return
+        answer = QMessageBox.question(
+            self,
+            "Open link",
+            f"Open this address in your browser?\n\n{url.toString()}",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            QDesktopServices.openUrl(url)
 
     # ---- task events --------------------------------------------------------------------
     def _on_task_item(self, item: Any) -> None:
