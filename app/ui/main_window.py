@@ -8,12 +8,14 @@ a placeholder, so pages can land one at a time.  Optional page hooks, all duck-t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QByteArray, QObject, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 import app
+from app.core import paths
 from app.ui.bridge import TaskRunner
 from app.ui.widgets.cards import PlainLabel
 from app.ui.widgets.icon import app_icon
@@ -51,11 +54,13 @@ class AppEvents(QObject):
         library_changed(): a model entered or left the library (download done, import, delete).
         downloads_changed(): a transfer started, ended or changed state.
         settings_changed(): the user saved settings.
+        hardware_changed(): the Hardware page detected the machine again (free memory changed).
     """
 
     library_changed = Signal()
     downloads_changed = Signal()
     settings_changed = Signal()
+    hardware_changed = Signal()
 
 
 class AppContext:
@@ -108,6 +113,7 @@ class MainWindow(QMainWindow):
         self._add_actions()
         self.sidebar.currentRowChanged.connect(self._on_page_selected)
         self.sidebar.setCurrentRow(0)
+        self._restore_geometry()
 
     def _layout(self) -> QWidget:
         side = QWidget()
@@ -207,6 +213,23 @@ class MainWindow(QMainWindow):
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
 
+    # --- geometry -----------------------------------------------------------------------------
+    @staticmethod
+    def _geometry_file() -> Path:
+        return paths.config_dir() / "window.geometry"
+
+    def _restore_geometry(self) -> None:
+        """Where and how large the window was last time (a missing or bad file: the default)."""
+        try:
+            data = self._geometry_file().read_bytes()
+        except OSError:
+            return
+        self.restoreGeometry(QByteArray(data))
+
+    def _save_geometry(self) -> None:
+        with contextlib.suppress(OSError):  # a lost window position is not worth an error message
+            self._geometry_file().write_bytes(bytes(self.saveGeometry().data()))
+
     # --- shutdown ---------------------------------------------------------------------------
 
     def shutdown(self) -> None:
@@ -214,6 +237,7 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
+        self._save_geometry()
         for widget in self.pages.values():
             shutdown = getattr(widget, "shutdown", None)
             if shutdown is not None:

@@ -76,3 +76,17 @@ def test_refresh_runs_off_the_gui_thread_and_replaces_the_shared_profile(window,
     qtbot.waitUntil(lambda: page.profile is not first, timeout=30_000)
     assert page.refresh_button.isEnabled()
     assert window.context.services["hardware"] is page.profile
+
+
+def test_refresh_replans_the_models_page(window, qtbot, hub):
+    from tests.hub_fixtures import TINY_REPO
+
+    models = window.show_page("Models")
+    models.open_repo(TINY_REPO)
+    qtbot.waitUntil(lambda: models.advice is not None, timeout=120_000)
+    page = window.show_page("Hardware")
+    qtbot.waitUntil(lambda: page.profile is not None, timeout=30_000)
+    with qtbot.waitSignal(window.context.events.hardware_changed, timeout=30_000):
+        page.refresh()
+    assert models.plan_task.busy or models.advice is None  # planning again with the new figures
+    qtbot.waitUntil(lambda: models.advice is not None, timeout=120_000)

@@ -127,3 +127,18 @@ def test_switching_to_dark_theme_reaches_every_label(qtbot):
     finally:
         win.close()
         apply_theme("system")
+
+
+def test_window_reopens_where_it_was(qtbot):
+    first = MainWindow()
+    qtbot.addWidget(first)
+    first.show()
+    first.resize(720, 520)  # inside the offscreen screen (800x600): no clamping
+    qtbot.waitUntil(lambda: first.size().width() == 720)
+    first.close()
+    second = MainWindow()
+    qtbot.addWidget(second)
+    try:
+        assert (second.width(), second.height()) == (720, 520)
+    finally:
+        second.close()

@@ -88,6 +88,7 @@ class HardwarePage(QWidget):
         outer.addWidget(self.scroll, 1)
         self._set_body(self._placeholder("Detecting…"))
         self._started = 0.0
+        self._redetected = False
         self.refresh(redetect=False)
 
     def _placeholder(self, text: str) -> QWidget:
@@ -111,6 +112,7 @@ class HardwarePage(QWidget):
         self.refresh_button.setEnabled(False)
         self.status.setText("Detecting…")
         self._started = time.monotonic()
+        self._redetected = redetect
         context = self.context
         self.task.start(lambda _t: hardware_profile(context, refresh=redetect), name="hardware")
 
@@ -120,6 +122,8 @@ class HardwarePage(QWidget):
         took = time.monotonic() - self._started
         self.status.setText(f"Detected at {time.strftime('%H:%M:%S')} in {took:.2f} s")
         self._set_body(self._build(profile))
+        if self._redetected:
+            self.context.events.hardware_changed.emit()
 
     def _on_failed(self, message: str, exc: object) -> None:
         self.refresh_button.setEnabled(True)

@@ -92,6 +92,7 @@ class ModelsPage(QWidget):
         self.plan_task.failed.connect(self._on_plan_failed)
         self.show_catalog()
         context.events.library_changed.connect(self._refresh_local_state)
+        context.events.hardware_changed.connect(self.replan)  # new free-memory figures
 
     # --- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
