@@ -23,6 +23,7 @@ from app.core.fit import DryRun, DryRunFn
 from app.core.gguf_header import GGUFError, ModelSpec, read_url, shard_urls
 
 _CACHE_FILE = "dryrun-cache.json"
+_FORMAT = 2  # bump when DryRun changes: old cache entries are then ignored
 _CACHE_MAX = 4000
 
 
@@ -119,7 +120,7 @@ class DryRunner:
         type_k: str = "f16",
         type_v: str = "f16",
     ) -> DryRun:
-        key = f"{digest}|{self._version}|{n_ctx}|{n_gpu_layers}|{type_k}|{type_v}"
+        key = f"{_FORMAT}|{digest}|{self._version}|{n_ctx}|{n_gpu_layers}|{type_k}|{type_v}"
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -180,4 +181,5 @@ def _digest(data: bytes) -> str:
 def _from_json(data: dict[str, Any]) -> DryRun:
     data = dict(data)
     data["extra_buffers"] = tuple(data.get("extra_buffers", ()))
+    data["cpu_features"] = tuple(data.get("cpu_features", ()))
     return DryRun(**data)

@@ -40,24 +40,40 @@ KV_TYPES: dict[str, tuple[int, int]] = {
     "q5_1": (32, 24),
     "iq4_nl": (32, 18),
 }
-# CPU "extra" buffer types: which weight types llama.cpp copies into them and the size of the copy
-# relative to the file bytes.  Measured on this build (llama-cpp-python 0.3.36, ggml 0.25.3) by
-# loading the generated models at every quant: the AMX buffer takes F16 and the AMX-kernel quants
-# (Q8_0 grows by 4 bytes per 32-block for its s8s8 compensation); CPU_REPACK takes what is left of
-# Q4_0/Q4_K/IQ4_NL/Q2_K.  Which of them a machine uses is read from the dry run's log.
-EXTRA_BUFFERS: dict[str, dict[str, float]] = {
-    "AMX": {
-        "F16": 1.0,
-        "Q4_0": 1.0,
-        "Q4_1": 1.0,
-        "Q8_0": 38 / 34,
-        "Q4_K": 1.0,
-        "Q5_K": 1.0,
-        "Q6_K": 1.0,
-        "IQ4_XS": 1.0,
-    },
-    "CPU_REPACK": {"Q4_0": 1.0, "Q4_K": 1.0, "IQ4_NL": 1.0, "Q2_K": 1.0},
+# CPU "extra" buffer types: which weight types llama.cpp copies into them, and the size of the copy
+# relative to the file bytes.  CPU_REPACK follows ggml-cpu's repack.cpp (which type has a repacked
+# kernel for which CPU features); AMX was measured on an AMX build (Q8_0 grows by 4 bytes per
+# 32-block for its s8s8 compensation).  Whether a buffer is used at all, and the CPU features ggml
+# sees, come from the dry run -- the same process kind that will load the model.
+AMX_TYPES = {
+    "F16": 1.0,
+    "Q4_0": 1.0,
+    "Q4_1": 1.0,
+    "Q8_0": 38 / 34,
+    "Q4_K": 1.0,
+    "Q5_K": 1.0,
+    "Q6_K": 1.0,
+    "IQ4_XS": 1.0,
 }
+_X86_BASELINE = ("avx2",)  # what an older cached dry run (without features) implies
+
+
+def repacked_types(buffer: str, features: tuple[str, ...]) -> dict[str, float]:
+    """Weight types llama.cpp moves into the CPU extra buffer ``buffer`` on a CPU with ``features``."""
+    if buffer == "AMX":
+        return AMX_TYPES
+    if buffer != "CPU_REPACK":
+        return {}
+    feats = set(features or _X86_BASELINE)
+    arm = "neon" in feats and bool(feats & {"dotprod", "matmul_int8"})
+    out: dict[str, float] = {}
+    if "avx2" in feats or arm:
+        out.update({"Q4_0": 1.0, "Q4_K": 1.0, "IQ4_NL": 1.0})
+    if "avx512" in feats:
+        out["Q2_K"] = 1.0  # q2_K_8x8 kernels exist for AVX-512 only
+    return out
+
+
 DEFAULT_VRAM_MARGIN = GIB  # llama.cpp's own --fit keeps 1 GiB free on each GPU
 DEFAULT_RAM_MARGIN = 512 * MIB  # the OS, the GUI and the page cache of other programs
 # Metal's recommendedMaxWorkingSetSize is already a limit with headroom, not free memory.
@@ -79,6 +95,7 @@ class DryRun:
     base_rss_bytes: int = 0  # resident memory of an engine child with no model (runtime, libs)
     measured_gpu: bool = False  # the compute figures came from a GPU build
     model_bytes: int = 0  # llama_model_size(): llama.cpp's own total of the weights
+    cpu_features: tuple[str, ...] = ()  # as ggml-cpu sees them (avx2, avx512, neon, ...)
 
     @property
     def compute_bytes(self) -> int:
@@ -144,14 +161,19 @@ def kv_bytes(spec: ModelSpec, n_ctx: int, type_k: str = "f16", type_v: str = "f1
 
 
 def extra_buffer_of(
-    tensor_name: str, type_name: str, shape: tuple[int, ...], extras: tuple[str, ...]
+    tensor_name: str,
+    type_name: str,
+    shape: tuple[int, ...],
+    extras: tuple[str, ...],
+    features: tuple[str, ...] = (),
 ) -> tuple[str, float] | None:
     """Which CPU extra buffer (and size factor) llama.cpp would put a CPU tensor in, or None."""
-    # Only matrix-multiplication weights are repacked; token_embd is read with GET_ROWS.
-    if len(shape) < 2 or tensor_name.startswith("token_embd"):
+    # Only matrix-multiplication weights are repacked (token_embd is read with GET_ROWS), and
+    # the kernels work on groups of 8 rows.
+    if len(shape) != 2 or tensor_name.startswith("token_embd") or shape[1] % 8:
         return None
     for name in extras:
-        factor = EXTRA_BUFFERS.get(name, {}).get(type_name)
+        factor = repacked_types(name, features).get(type_name)
         if factor is not None:
             return name, factor
     return None
@@ -219,7 +241,7 @@ def plan_memory(
             w_gpu += t.nbytes
             continue
         w_cpu += t.nbytes
-        extra = extra_buffer_of(t.name, t.type_name, t.shape, dry.extra_buffers)
+        extra = extra_buffer_of(t.name, t.type_name, t.shape, dry.extra_buffers, dry.cpu_features)
         if extra:
             repacked += int(t.nbytes * extra[1])
         else:

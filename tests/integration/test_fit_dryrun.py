@@ -63,7 +63,7 @@ def test_weight_bytes_equal_llama_cpp(runner, quant):
     assert spec.input_bytes + sum(per_layer) + spec.output_bytes == spec.weights_bytes
 
 
-@pytest.mark.parametrize("quant", ["Q2_K", "Q4_0", "Q4_K_M", "Q8_0", "F16"])
+@pytest.mark.parametrize("quant", ["Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q8_0", "F16"])
 def test_dry_run_and_plan_match_a_real_load(runner, tmp_path, quant):
     path = modelfactory.model_path(quant)
     spec, dry = _dry(runner, path, 1024)

@@ -19,6 +19,7 @@ from app.core.fit import (
     pad_ctx,
     plan_memory,
     plan_offload,
+    repacked_types,
 )
 from app.core.gguf_header import read_local
 from tests import fitshapes
@@ -145,3 +146,14 @@ def test_max_context_never_exceeds_the_budget(shapes, ram_gib):
     if best < spec.n_ctx_train:
         nxt = best + 256
         assert not budget.fits(plan_memory(spec, _dry(nxt), nxt))
+
+
+def test_repacked_types_follow_the_cpu_features():
+    avx2 = repacked_types("CPU_REPACK", ("avx2",))
+    assert set(avx2) == {"Q4_0", "Q4_K", "IQ4_NL"}  # Q2_K's repacked kernel needs AVX-512
+    assert "Q2_K" in repacked_types("CPU_REPACK", ("avx2", "avx512"))
+    assert set(repacked_types("CPU_REPACK", ("neon", "dotprod"))) == set(avx2)
+    assert repacked_types("CPU_REPACK", ("neon",)) == {}
+    assert repacked_types("CPU_REPACK", ()) == avx2  # older cached dry runs: AVX2 baseline
+    assert repacked_types("AMX", ())["Q8_0"] == 38 / 34
+    assert repacked_types("KLEIDIAI", ("neon",)) == {}

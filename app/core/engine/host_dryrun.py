@@ -11,6 +11,7 @@ The file may be a header-only sparse file: nothing past the header is read.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import sys
@@ -74,7 +75,29 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
             lc.llama_model_free(model)
     finally:
         state._install_log_capture()  # back to the engine's own log capture
-    return replace(parse_log(lines, base or 0), model_bytes=model_bytes)
+    return replace(
+        parse_log(lines, base or 0), model_bytes=model_bytes, cpu_features=cpu_features(state)
+    )
+
+
+_FEATURES = ("avx2", "avx512", "amx_int8", "neon", "dotprod", "matmul_int8", "sve")
+
+
+def cpu_features(state: State) -> tuple[str, ...]:
+    """The CPU features ggml-cpu was built for and detects: they decide which weights it repacks."""
+    found = getattr(state, "dryrun_cpu_features", None)
+    if found is not None:
+        return found
+    lib_dir = os.path.join(os.path.dirname(state.llama_cpp.__file__), "lib")
+    found = ()
+    try:
+        names = [n for n in os.listdir(lib_dir) if n.startswith(("libggml-cpu", "ggml-cpu"))]
+        lib = ctypes.CDLL(os.path.join(lib_dir, sorted(names)[0]))
+        found = tuple(f for f in _FEATURES if getattr(lib, f"ggml_cpu_has_{f}")())
+    except (OSError, IndexError, AttributeError):
+        pass  # an unusual build: fit.py falls back to the x86 AVX2 baseline rules
+    state.dryrun_cpu_features = found  # type: ignore[attr-defined]
+    return found
 
 
 def _capture(state: State, lines: list[str]) -> None:
