@@ -16,9 +16,9 @@ from PySide6.QtWidgets import QApplication
 
 from app.core import hub as core_hub
 from app.core.download import pending_downloads
+from app.core.library import Library
 from app.ui.bridge import THREAD_NAME
 from app.ui.main_window import PAGES, MainWindow
-from app.ui.services import library
 from tests.hub_fixtures import TINY_REPO
 
 SLOW_MS = 120_000
@@ -103,18 +103,19 @@ def test_closing_during_download_generation_and_planning_leaves_nothing(qtbot, h
     downloads = win.show_page("Downloads")
     variant = core_hub.pick_variant(core_hub.list_variants(TINY_REPO), "Q8_0")
     item = downloads.start_download(variant)
+    qtbot.waitUntil(lambda: item.last is not None and item.last.bytes_done > 0, timeout=SLOW_MS)
     models = win.show_page("Models")
     models.open_repo(TINY_REPO)  # planning: header reads and the dry-run engine child
     chat = win.show_page("Chat")
     chat.auto_fit.setChecked(False)
-    chat.ctx_box.setValue(2048)
+    chat.ctx_box.setValue(4096)
     chat.choose_model(tiny_models["Q4_K_M"], load=False)
     chat.ignore_eos = True
     chat.options.max_tokens.setValue(5000)
     chat.composer.setPlainText("Go on and on")
     chat.send()
+    # Close right after the reply started (the tiny model writes ~2000 tokens a second).
     qtbot.waitUntil(lambda: chat._reply_pieces >= 3, timeout=SLOW_MS)
-    qtbot.waitUntil(lambda: item.last is not None and item.last.bytes_done > 0, timeout=SLOW_MS)
     assert item.active and chat.generating
     engines = [p for p in psutil.Process().children(recursive=True) if p not in children_before]
     assert engines, "expected engine processes while generating"
@@ -124,18 +125,8 @@ def test_closing_during_download_generation_and_planning_leaves_nothing(qtbot, h
     assert psutil.wait_procs(engines, timeout=10)[1] == []  # every engine child has exited
     _settle_counts(qtbot, os_before, py_before)
     # The interrupted download was paused, not lost: it resumes next time.
-    [pending] = pending_downloads(library_for_test())
+    [pending] = pending_downloads(Library())
     assert pending.variant.file == variant.file and pending.bytes_done > 0
-
-
-def library_for_test():
-    class _Ctx:  # the settings service needs only a place to keep the settings
-        services: dict = {}
-
-        def service(self, name, factory):
-            return self.services.setdefault(name, factory())
-
-    return library(_Ctx())  # type: ignore[arg-type]
 
 
 def test_closing_an_idle_window_leaves_no_thread(qtbot):
