@@ -224,3 +224,17 @@ def test_gpu_profile_shows_partial_offload_and_a_vram_bar(window, qtbot, hub):
     assert (
         page.details.vram_bar.title == "GPU memory" and "Weights" in page.details.vram_bar.summary()
     )
+
+
+def test_gated_repo_says_what_to_do(window, qtbot, hub):
+    from tests.hub_fixtures import GATED_REPO
+
+    page = window.show_page("Models")
+    page.open_repo(GATED_REPO)
+    _wait_planned(qtbot, page)
+    [variant] = page.table_model.variants
+    fit = page.table_model.fits[variant.file]
+    assert "gated" in fit.error and "token" in fit.error
+    assert page.table_model.index(0, COL_FIT).data(BADGE_ROLE)[0] == "unknown"
+    page.table.selectRow(0)
+    assert "gated" in page.details.reason.text()

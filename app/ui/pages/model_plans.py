@@ -10,6 +10,7 @@ variant over HTTP Range (in parallel) and kept in :class:`SpecCache`; dry runs a
 from __future__ import annotations
 
 import threading
+import urllib.error
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -85,6 +86,18 @@ def _url(variant: Variant) -> str:
     return hub.file_url(variant.repo_id, variant.file, variant.commit)
 
 
+def explain(exc: BaseException, variant: Variant) -> str:
+    """An error of a header read in words: a refused request means a gated repo or a bad token."""
+    cause = exc.__cause__
+    code = getattr(cause, "code", None)
+    if isinstance(cause, urllib.error.HTTPError) and code in (401, 403):
+        return (
+            f"{variant.repo_id} refused access ({code}): it is gated or private. Accept its terms "
+            "on the Hub website and set your Hub token in Settings."
+        )
+    return str(exc) or type(exc).__name__
+
+
 def plan_repo(
     variants: list[Variant],
     n_ctx: int,
@@ -105,7 +118,7 @@ def plan_repo(
         try:
             spec = read_spec(_url(variant), headers=headers)
         except Exception as exc:  # shown on the row; the other variants still plan
-            return exc
+            return RuntimeError(explain(exc, variant))
         specs.put(variant, spec)
         return spec
 
