@@ -12,6 +12,7 @@ from app.cli.plan import plan_repo
 from app.core.dryrun import DryRunner
 from app.core.engine import Engine
 from app.core.fit import GIB
+from app.core.gguf_header import read_local
 from app.core.recommend import budget_for
 from tests import modelfactory
 from tests.hub_fixtures import TINY_REPO
@@ -89,3 +90,19 @@ def test_recommend_cli_unknown_repo_and_empty_folder(hub, tmp_path):
         )
         assert out.returncode == 1 and "quantdesk: error:" in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_plan_cli_on_a_url_reads_the_header_only(hub):
+    name = "quantdesk-test-Q4_K_M.gguf"
+    url = f"{hub.endpoint}/{TINY_REPO}/resolve/main/{name}"
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "plan", url, "--ctx", "1024", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["verdict"] == "cpu" and data["quant"] == "Q4_K_M"
+    assert data["weights_bytes"] == read_local(modelfactory.model_path("Q4_K_M")).weights_bytes
+    assert hub.served(TINY_REPO, name) < modelfactory.model_path("Q4_K_M").stat().st_size
