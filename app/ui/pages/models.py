@@ -39,8 +39,8 @@ from app.ui.pages.model_plans import PlannedVariant, RepoAdvice, SpecCache, plan
 from app.ui.pages.model_table import COL_ACTION, COL_FILE, COL_FIT, COL_QUANT, VariantTableModel
 from app.ui.services import library
 from app.ui.settings_service import shared_settings
-from app.ui.widgets.badges import BadgeDelegate
-from app.ui.widgets.cards import PageHeader, PlainLabel, muted, plain_tooltip
+from app.ui.widgets.badges import BadgeDelegate, FitBadge
+from app.ui.widgets.cards import Card, PageHeader, PlainLabel, muted, plain_tooltip
 from app.ui.widgets.format import human_bytes, human_count
 from app.ui.widgets.lists import SUBTITLE_ROLE, TwoLineDelegate
 
@@ -135,10 +135,7 @@ class ModelsPage(QWidget):
 
     def _build_right(self) -> QWidget:
         self.right = QStackedWidget()
-        empty = PlainLabel("Select a model on the left to see its variants.")
-        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        empty.setObjectName("muted")
-        self.right.addWidget(empty)
+        self.right.addWidget(self._build_legend())
 
         panel = QWidget()
         column = QVBoxLayout(panel)
@@ -206,6 +203,36 @@ class ModelsPage(QWidget):
         column.addWidget(self.details, 0)
         self.right.addWidget(panel)
         return self.right
+
+    def _build_legend(self) -> QWidget:
+        """Before a repo is chosen: what the badges mean."""
+        holder = QWidget()
+        column = QVBoxLayout(holder)
+        column.setContentsMargins(8, 0, 0, 0)
+        card = Card("Select a model on the left to see its variants")
+        card.add(
+            muted(
+                "Each variant is planned against this computer at the context you choose, from "
+                "its GGUF header alone: nothing is downloaded until you click Download."
+            )
+        )
+        legend = [
+            ("full_gpu", "Everything runs in GPU memory (or unified memory on a Mac): fastest."),
+            ("partial_gpu", "Some layers on the GPU, the rest on the CPU: slower, but it runs."),
+            ("cpu", "Runs on the CPU from system RAM."),
+            ("no_fit", "Needs more memory than this computer has free at this context."),
+        ]
+        for verdict, words in legend:
+            row = QHBoxLayout()
+            badge = FitBadge(verdict)
+            badge.setFixedWidth(110)
+            row.addWidget(badge)
+            row.addWidget(muted(words), 1)
+            card.add(row)
+        card.add(muted("★ marks the recommended variant; the details panel explains why."))
+        column.addWidget(card)
+        column.addStretch(1)
+        return holder
 
     # --- repo list ------------------------------------------------------------------------------
     def show_catalog(self) -> None:
