@@ -106,7 +106,7 @@ class _Runnable(QRunnable):
 class TaskRunner(QObject):
     """Starts tasks on a thread pool and shuts them all down together."""
 
-    def __init__(self, parent: QObject | None = None, max_threads: int = 8) -> None:
+    def __init__(self, parent: QObject | None = None, max_threads: int = 16) -> None:
         super().__init__(parent)
         # A child of the runner: deleting the window deletes the pool, which joins its threads.
         self.pool = QThreadPool(self)

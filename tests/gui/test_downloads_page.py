@@ -145,3 +145,30 @@ def test_unfinished_download_reappears_after_restart_and_resumes(make_window, qt
     again.start()
     _wait_state(qtbot, again, "done")
     assert again.last.model.sha256 == [hub.sha256(TINY_REPO, Q4)]
+
+
+def test_third_download_waits_its_turn_then_runs(make_window, qtbot, hub):
+    from app.ui.pages.downloads import MAX_PARALLEL
+
+    assert MAX_PARALLEL == 2
+    hub.throttle(400_000)
+    window = make_window()
+    page = window.show_page("Downloads")
+    items = [page.start_download(_variant(q)) for q in ("Q2_K", "Q4_K_M", "Q8_0")]
+    assert [i.row.state for i in items] == ["starting", "starting", "queued"]
+    assert window.sidebar.item(2).text() == "Downloads  (3)"
+    for item in items:
+        _wait_state(qtbot, item, "done")
+    assert len(page.library.list()) == 3 and not page.queue
+
+
+def test_cancelling_a_queued_download_removes_it(make_window, qtbot, hub):
+    hub.throttle(200_000)
+    page = make_window().show_page("Downloads")
+    items = [page.start_download(_variant(q)) for q in ("Q2_K", "Q4_K_M", "Q8_0")]
+    queued = items[2]
+    queued.cancel()
+    assert queued not in page.items and not page.queue
+    for item in items[:2]:
+        item.cancel()
+    qtbot.waitUntil(lambda: not page.items, timeout=DONE_MS)

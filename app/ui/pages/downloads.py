@@ -30,6 +30,10 @@ from app.ui.pages.download_row import ACTIVE_STATES, DownloadRow
 from app.ui.services import library
 from app.ui.widgets.cards import PageHeader, PlainLabel
 
+# Transfers at once: more only split the same bandwidth, and each holds a worker thread that chat
+# replies and plans also need.
+MAX_PARALLEL = 2
+
 
 class DownloadItem(QObject):
     """The work behind one row: its task, its stop token, and what the user asked for."""
@@ -56,11 +60,20 @@ class DownloadItem(QObject):
 
     @property
     def active(self) -> bool:
-        return self.task is not None
+        return self.task is not None or self in self.page.queue
 
     def start(self) -> None:
-        if self.task is not None:
+        """Run now, or wait in the queue while MAX_PARALLEL downloads are running."""
+        if self.active:
             return
+        if self.page.running_count >= MAX_PARALLEL:
+            self.page.queue.append(self)
+            self.row.set_state("queued", f"Queued: {MAX_PARALLEL} downloads run at a time")
+            self.page.update_badge()
+            return
+        self._run()
+
+    def _run(self) -> None:
         self.forget = False
         self.stop = StopToken()
         self.row.set_state("starting", "Starting…")
@@ -87,6 +100,8 @@ class DownloadItem(QObject):
             self.row.set_state("pausing", "Pausing…")
 
     def cancel(self) -> None:
+        if self in self.page.queue:
+            self.page.queue.remove(self)
         if self.task is not None and self.stop is not None:
             self.forget = True
             self.stop.cancel()
@@ -113,12 +128,14 @@ class DownloadItem(QObject):
             # Stopped without a final item (window closing): it is paused, not lost.
             self.row.show_paused(self.last.bytes_done if self.last else 0)
         self.page.update_badge()
+        self.page.start_queued()
 
     @Slot(str, object)
     def _on_failed(self, message: str, exc: object) -> None:
         self.task = None
         self.row.show_error(message)
         self.page.update_badge()
+        self.page.start_queued()
 
 
 class DownloadsPage(QWidget):
@@ -128,6 +145,7 @@ class DownloadsPage(QWidget):
         super().__init__()
         self.context = context
         self.items: list[DownloadItem] = []
+        self.queue: list[DownloadItem] = []  # waiting for a free slot, oldest first
         outer = QVBoxLayout(self)
         outer.setContentsMargins(20, 16, 20, 16)
         header = PageHeader(
@@ -177,6 +195,15 @@ class DownloadsPage(QWidget):
         return next((i for i in self.items if i.key == (repo_id, file)), None)
 
     @property
+    def running_count(self) -> int:
+        return sum(1 for i in self.items if i.task is not None)
+
+    def start_queued(self) -> None:
+        """Start waiting downloads while fewer than MAX_PARALLEL run."""
+        while self.queue and self.running_count < MAX_PARALLEL:
+            self.queue.pop(0)._run()
+
+    @property
     def active_count(self) -> int:
         return sum(1 for i in self.items if i.active)
 
@@ -224,6 +251,7 @@ class DownloadsPage(QWidget):
 
     def shutdown(self) -> None:
         """Window closing: pause every transfer (partial files stay; they resume next time)."""
+        self.queue.clear()
         for item in self.items:
             if item.stop is not None and item.task is not None:
                 item.stop.pause()
