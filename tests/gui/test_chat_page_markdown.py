@@ -174,18 +174,13 @@ def test_a_reply_without_paragraph_breaks_renders_in_bounded_pieces(qtbot):
 
 def test_links_ask_before_opening_and_only_for_web_addresses(qtbot, monkeypatch):
     from PySide6.QtCore import QUrl
-    from PySide6.QtWidgets import QMessageBox
 
     from app.ui.main_window import MainWindow
     from app.ui.pages import chat
 
     asked: list[str] = []
     opened: list[QUrl] = []
-    monkeypatch.setattr(
-        chat.QMessageBox,
-        "question",
-        lambda _parent, _title, text: asked.append(text) or QMessageBox.StandardButton.No,
-    )
+    monkeypatch.setattr(chat, "confirm", lambda _parent, _title, text: asked.append(text) or False)
     monkeypatch.setattr(chat.QDesktopServices, "openUrl", opened.append)
     win = MainWindow()
     qtbot.addWidget(win)
@@ -195,3 +190,21 @@ def test_links_ask_before_opening_and_only_for_web_addresses(qtbot, monkeypatch)
     assert len(asked) == 1 and "https://example.org/x" in asked[0]
     assert opened == []  # the user said no
     win.close()
+
+
+def test_questions_show_outside_text_literally(qtbot):
+    from PySide6.QtCore import Qt, QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from app.ui.dialogs import confirm
+
+    seen = []
+
+    def answer() -> None:
+        box = next(w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox))
+        seen.append((box.textFormat(), box.text()))
+        box.button(QMessageBox.StandardButton.Yes).click()
+
+    QTimer.singleShot(50, answer)
+    assert confirm(None, "Delete model", 'Delete <img src="x" onerror="y">.gguf?') is True
+    assert seen == [(Qt.TextFormat.PlainText, 'Delete <img src="x" onerror="y">.gguf?')]

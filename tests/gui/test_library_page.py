@@ -60,7 +60,7 @@ def test_lists_models_with_provenance_and_fit_badges(window, qtbot, tiny_models)
     assert _texts(page, 0) == ["tiny-Q4_0.gguf", "tiny-Q8_0.gguf"]
     assert _texts(page, 1) == ["Q4_0", "Q8_0"]
     assert all(t.startswith("acme/tiny-GGUF @ aaaaaaaaaa") for t in _texts(page, 4))
-    assert page.table.item(0, 5).toolTip() == models[0].sha256[0]
+    assert models[0].sha256[0] in page.table.item(0, 5).toolTip()
     # fit badges arrive from the background planner: this machine runs them on the CPU
     qtbot.waitUntil(
         lambda: all(

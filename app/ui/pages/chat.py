@@ -19,7 +19,6 @@ from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer, QUrl
 from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -32,11 +31,12 @@ from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats
 from app.core.engine.protocol import LoadedInfo
 from app.ui.bridge import CancelToken, LatestTask
 from app.ui.chat_view import ChatView
+from app.ui.dialogs import confirm
 from app.ui.pages.chat_bars import ConversationSidebar, ModelBar
 from app.ui.pages.chat_options import Composer, SamplingPanel
 from app.ui.pages.chat_support import LoadPlan, model_choices, plan_load, stats_words
 from app.ui.settings_service import shared_settings
-from app.ui.widgets.cards import PlainLabel
+from app.ui.widgets.cards import PlainLabel, plain_tooltip
 
 
 @dataclass(frozen=True)
@@ -436,12 +436,7 @@ class ChatPage(QWidget):
         """A link in a reply: never followed by itself; the user sees the address and decides."""
         if url.scheme().lower() not in ("http", "https", "mailto"):
             return
-        answer = QMessageBox.question(
-            self,
-            "Open link",
-            f"Open this address in your browser?\n\n{url.toString()}",
-        )
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Open link", f"Open this address in your browser?\n\n{url.toString()}"):
             QDesktopServices.openUrl(url)
 
     # ---- task events --------------------------------------------------------------------
@@ -459,7 +454,7 @@ class ChatPage(QWidget):
         elif isinstance(item, LoadPlan):
             self.ctx_box.setValue(item.n_ctx)
             self.gpu_box.setValue(item.n_gpu_layers)
-            self.load_status.setToolTip(f"Fit plan: {item.reason}")
+            self.load_status.setToolTip(plain_tooltip(f"Fit plan: {item.reason}"))
         elif isinstance(item, LoadedInfo):
             self.loaded = item
             name = Path(item.path).name

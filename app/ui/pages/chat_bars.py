@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QListWidget,
     QListWidgetItem,
-    QMessageBox,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -25,7 +24,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.chats import Conversation
-from app.ui.widgets.cards import PlainLabel
+from app.ui.dialogs import confirm
+from app.ui.widgets.cards import PlainLabel, plain_tooltip
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 
@@ -79,7 +79,7 @@ class ConversationSidebar(QWidget):
             item = QListWidgetItem(conv.title)
             item.setData(ID_ROLE, conv.id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-            item.setToolTip(conv.model_path or "")
+            item.setToolTip(plain_tooltip(conv.model_path or ""))
             self.list.addItem(item)
             if conv.id == current:
                 self.list.setCurrentItem(item)
@@ -108,10 +108,7 @@ class ConversationSidebar(QWidget):
         item = self.list.currentItem()
         if item is None:
             return
-        answer = QMessageBox.question(
-            self, "Delete conversation", f"Delete “{item.text()}” and all its messages?"
-        )
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Delete conversation", f"Delete “{item.text()}” and all its messages?"):
             self.delete_requested.emit(int(item.data(ID_ROLE)))
 
 

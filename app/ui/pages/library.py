@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QTableWidget,
@@ -35,9 +34,10 @@ from app.core.library import ImportProgress, Library, LibraryModel
 from app.core.recommend import VariantFit, budget_for, fit_variant
 from app.ui import refcount_guard
 from app.ui.bridge import CancelToken, LatestTask
+from app.ui.dialogs import confirm
 from app.ui.settings_service import shared_settings
 from app.ui.widgets.badges import BADGE_ROLE, BadgeDelegate, badge_text
-from app.ui.widgets.cards import Card, PageHeader, PlainLabel
+from app.ui.widgets.cards import Card, PageHeader, PlainLabel, plain_tooltip
 from app.ui.widgets.format import human_bytes
 
 COLUMNS = ["Model", "Quant", "Size", "Fit on this machine", "Source", "SHA-256", "Added"]
@@ -231,9 +231,9 @@ class LibraryPage(QWidget):
             item = QTableWidgetItem(text)
             item.setData(ID_ROLE, model.id)
             if col == 0:
-                item.setToolTip(str(model.path))
+                item.setToolTip(plain_tooltip(str(model.path)))
             if col == 5:
-                item.setToolTip("\n".join(model.sha256))
+                item.setToolTip(plain_tooltip("\n".join(model.sha256)))
             self.table.setItem(row, col, item)
         self._show_fit(row, model)
 
@@ -253,7 +253,7 @@ class LibraryPage(QWidget):
             tip = fit.fit.offload.reason
         item.setData(BADGE_ROLE, badge)
         item.setText(badge[1])
-        item.setToolTip(tip)
+        item.setToolTip(plain_tooltip(tip))
 
     def _on_fit(self, fit: ModelFit) -> None:
         self.fits[fit.model_id] = fit
@@ -341,14 +341,14 @@ class LibraryPage(QWidget):
         model = self.selected()
         if model is None:
             return
-        answer = QMessageBox.question(
+        answer = confirm(
             self,
             "Delete model",
             f"Delete {model.name} ({human_bytes(model.size_bytes)})?\n\n"
             "Files inside the library folder are deleted from disk; imported files elsewhere are "
             "only removed from the list.",
         )
-        if answer == QMessageBox.StandardButton.Yes:
+        if answer:
             self.delete(model)
 
     def open_folder(self, model: LibraryModel | None = None) -> QUrl:
