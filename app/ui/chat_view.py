@@ -35,7 +35,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui import refcount_guard
 from app.ui.markdown import force_split, render, split_stable
 
 MIN_RENDER_INTERVAL_MS = 50
@@ -231,7 +230,6 @@ class ChatView(QScrollArea):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        refcount_guard.install()  # a streamed reply is thousands of emits
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

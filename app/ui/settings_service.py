@@ -12,7 +12,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
 from app.core.settings import Settings
-from app.ui import refcount_guard
 
 _SCHEMES = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}
 
@@ -21,7 +20,6 @@ def shared_settings(context: Any) -> Settings:
     """The window's settings, loaded from disk on first use (which also applies the theme)."""
 
     def load() -> Settings:
-        refcount_guard.install()  # every page that shares settings emits signals from Python
         settings = Settings.load()
         apply_theme(settings.theme)
         return settings

@@ -1,9 +1,10 @@
-"""Long sessions must not crash the interpreter through PySide6's reference-count bug.
+"""Long sessions must not crash the interpreter through a Qt binding's reference-count bug.
 
-PySide6 6.12 on CPython < 3.12 drops a reference to True per ``emit()`` and to None per void method
-call (see app/ui/refcount_guard.py); unguarded, the process aborts ("bool_dealloc" /
-"none_dealloc") after some thousands of calls.  The scripts run in a subprocess so a regression
-shows as a failed test instead of killing the test run.
+PySide6 6.12.0 on CPython < 3.12 drops a reference to True per ``emit()`` and to None per void
+method call; the process aborts ("bool_dealloc" / "none_dealloc") after some hundreds of streamed
+tokens.  pyproject.toml pins PySide6 below 6.12 for that reason; this test fails on a binding with
+the bug.  The script runs in a subprocess so a regression shows as a failed test instead of killing
+the test run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ SCRIPT = textwrap.dedent(
     from app.ui.bridge import Task
     received = []
     sink = received.append
-    if "--chat-view" in sys.argv:  # the view installs the guard itself
+    if "--chat-view" in sys.argv:
         from app.ui.chat_view import ChatView
         view = ChatView()
         view.begin_stream(1)
@@ -52,14 +53,3 @@ def test_twenty_thousand_tokens_and_forty_thousand_calls_survive():
     out = _run("--chat-view")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "survived 20000" in out.stdout
-
-
-def test_the_guard_is_needed_or_harmless():
-    from app.ui import refcount_guard
-
-    out = _run()
-    if refcount_guard.emit_leaks():
-        # the bug is present: without the guard the interpreter aborts
-        assert out.returncode != 0 and "_dealloc" in out.stderr
-    else:
-        assert out.returncode == 0

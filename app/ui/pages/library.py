@@ -32,7 +32,6 @@ from PySide6.QtWidgets import (
 
 from app.core.library import ImportProgress, Library, LibraryModel
 from app.core.recommend import VariantFit, budget_for, fit_variant
-from app.ui import refcount_guard
 from app.ui.bridge import CancelToken, LatestTask
 from app.ui.dialogs import confirm
 from app.ui.settings_service import shared_settings
@@ -98,7 +97,6 @@ class LibraryPage(QWidget):
 
     def __init__(self, context: Any) -> None:
         super().__init__()
-        refcount_guard.install()
         self.context = context
         self.settings = shared_settings(context)
         self.models: list[LibraryModel] = []
