@@ -7,11 +7,21 @@ better); the reference sits at zero.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPaintEvent, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from app.ui.widgets.style import ACCENT, SUCCESS
+
+PANELS = (
+    "Quality loss vs file size (lower is better)",
+    "Quality loss vs speed (lower is better)",
+)
+Y_TITLE = "KLD (nats)"
 
 
 @dataclass(frozen=True)
@@ -24,12 +34,15 @@ class ChartPoint:
 
 
 class QualityChart(QWidget):
-    """Two panels: KL divergence vs file size, and vs generation speed."""
+    """Two panels: KL divergence vs file size, and vs generation speed.
+
+    The reference is drawn green (at zero), the other variants in the accent colour.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.points: list[ChartPoint] = []
-        self.setMinimumSize(420, 220)
+        self.setMinimumSize(380, 150)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     def set_points(self, points: list[ChartPoint]) -> None:
@@ -40,48 +53,104 @@ class QualityChart(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         w = self.width() / 2
-        self._panel(p, QRectF(0, 0, w, self.height()), "size (MiB)", lambda c: c.size_mib)
-        self._panel(p, QRectF(w, 0, w, self.height()), "generation tok/s", lambda c: c.gen_tok_s)
+        self._panel(
+            p, QRectF(0, 0, w, self.height()), PANELS[0], "file size (MiB)", lambda c: c.size_mib
+        )
+        self._panel(
+            p,
+            QRectF(w, 0, w, self.height()),
+            PANELS[1],
+            "generation (tok/s)",
+            lambda c: c.gen_tok_s,
+        )
         p.end()
 
-    def _panel(self, p: QPainter, area: QRectF, x_title: str, x_of) -> None:
+    def _panel(
+        self,
+        p: QPainter,
+        area: QRectF,
+        title: str,
+        x_title: str,
+        x_of: Callable[[ChartPoint], float | None],
+    ) -> None:
         fg = self.palette().windowText().color()
-        plot = area.adjusted(52, 24, -14, -40)
+        muted = self.palette().color(QPalette.ColorRole.PlaceholderText)
+        metrics = QFontMetrics(p.font())
+        line = metrics.height()
+        # Left: the rotated y title and the tick labels; bottom: tick labels and the x title.
+        plot = area.adjusted(line + 44, line + 14, -18, -(2 * line + 10))
         p.setPen(QPen(fg, 1))
+        _text(p, metrics, QRectF(area.left() + 6, area.top() + 4, area.width() - 12, line), title)
+        p.setPen(QPen(muted, 1))
+        _text(
+            p,
+            metrics,
+            QRectF(plot.left(), plot.bottom() + line + 6, plot.width(), line),
+            x_title,
+            Qt.AlignmentFlag.AlignHCenter,
+        )
+        p.save()
+        p.translate(area.left() + 4, plot.bottom())
+        p.rotate(-90)
+        _text(p, metrics, QRectF(0, 0, plot.height(), line), Y_TITLE, Qt.AlignmentFlag.AlignHCenter)
+        p.restore()
+        p.setPen(QPen(muted, 1))
         p.drawLine(plot.bottomLeft(), plot.bottomRight())
         p.drawLine(plot.bottomLeft(), plot.topLeft())
-        p.drawText(
-            QRectF(plot.left(), area.bottom() - 20, plot.width(), 18),
-            Qt.AlignmentFlag.AlignCenter,
-            x_title,
-        )
-        p.drawText(
-            QRectF(area.left() + 4, area.top() + 2, area.width(), 18),
-            Qt.AlignmentFlag.AlignLeft,
-            "KL divergence (nats, lower is better)",
-        )
         pts = [(x_of(c), c.kld, c) for c in self.points]
         pts = [(x, y, c) for x, y, c in pts if x is not None and y is not None]
         if not pts:
             p.drawText(plot, Qt.AlignmentFlag.AlignCenter, "no measurements yet")
             return
-        x_max = max(x for x, _, _ in pts) * 1.1 or 1.0
-        y_max = max(y for _, y, _ in pts) * 1.15 or 1.0
+        x_max = _nice(max(x for x, _, _ in pts) * 1.1)
+        y_max = _nice(max(y for _, y, _ in pts) * 1.1)
+        tick_w = line + 40
         for frac in (0.0, 0.5, 1.0):
             yv, xv = y_max * frac, x_max * frac
             y = plot.bottom() - frac * plot.height()
             x = plot.left() + frac * plot.width()
-            p.drawText(QRectF(area.left(), y - 8, 48, 16), Qt.AlignmentFlag.AlignRight, f"{yv:.3g}")
             p.drawText(
-                QRectF(x - 30, plot.bottom() + 2, 60, 16), Qt.AlignmentFlag.AlignCenter, f"{xv:.3g}"
+                QRectF(plot.left() - tick_w - 4, y - line / 2, tick_w, line),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                _tick(yv),
             )
+            label = QRectF(x - 30, plot.bottom() + 3, 60, line)
+            label.moveRight(min(label.right(), area.right() - 2))
+            p.drawText(label, Qt.AlignmentFlag.AlignCenter, _tick(xv))
         for x, y, c in pts:
             at = QPointF(
                 plot.left() + x / x_max * plot.width(), plot.bottom() - y / y_max * plot.height()
             )
-            color = QColor("#2e7d32") if c.reference else QColor("#1565c0")
+            color = QColor(SUCCESS) if c.reference else QColor(ACCENT)
             p.setPen(QPen(color, 1))
             p.setBrush(color)
             p.drawEllipse(at, 4.5, 4.5)
             p.setPen(QPen(fg, 1))
-            p.drawText(at + QPointF(7, -5), c.label)
+            # Labels near the right edge go on the left of their dot, so they stay inside.
+            width = metrics.horizontalAdvance(c.label)
+            dx = 7 if at.x() + 7 + width <= area.right() - 2 else -7 - width
+            p.drawText(at + QPointF(dx, -5), c.label)
+
+
+def _nice(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten at or above ``value`` (an axis end)."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value)
+
+
+def _tick(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _text(
+    p: QPainter,
+    metrics: QFontMetrics,
+    rect: QRectF,
+    text: str,
+    align: Qt.AlignmentFlag = Qt.AlignmentFlag.AlignLeft,
+) -> None:
+    """One line of text, elided to ``rect``'s width rather than cut off."""
+    elided = metrics.elidedText(text, Qt.TextElideMode.ElideRight, int(rect.width()))
+    p.drawText(rect, align | Qt.AlignmentFlag.AlignVCenter, elided)

@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QTextCursor
+from PySide6.QtGui import QPainter, QPaintEvent, QPalette, QTextCursor
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
+    QFrame,
     QHBoxLayout,
     QLineEdit,
     QListWidget,
+    QListWidgetItem,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -56,11 +57,57 @@ from app.core.compare_report import (
 from app.core.taskeval import PromptItem, read_prompts
 from app.ui.bridge import CancelToken, LatestTask, TaskRunner
 from app.ui.compare_chart import ChartPoint, QualityChart
-from app.ui.widgets.cards import PlainLabel
+from app.ui.widgets.cards import Card, PageHeader, PlainLabel, muted, plain_tooltip
 
 EXPORTS = {"csv": (to_csv, "CSV (*.csv)"), "md": (to_markdown, "Markdown (*.md)")}
 EXPORTS["json"] = (to_json_text, "JSON (*.json)")
 _AUTO = "highest precision (automatic)"
+_PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+_OPTIONAL_COLUMNS = ("task_score", "task_degradation_pct", "task_verdict", "error")
+_COLUMN_TIPS = {
+    "kld_mean": "Mean KL divergence from the reference over the reference's reply (nats; "
+    "0 = identical, lower is better)",
+    "top1_agreement": "How often the variant's most likely next token is the reference's",
+    "text_kld_mean": "Mean KL divergence over the shipped reference text (nats; lower is better)",
+    "text_top1_agreement": "Top-1 agreement with the reference over the shipped reference text",
+    "peak_rss_bytes": "Highest resident memory of the variant's engine process",
+}
+_MODEL_COLUMN_MAX = 240  # px: file names are long; the tooltip has the full path
+
+
+def _col(key: str) -> int:
+    return [k for k, _ in COLUMNS].index(key)
+
+
+def _row(*widgets: QWidget | None) -> QHBoxLayout:
+    """Widgets in a row; ``None`` is a stretch."""
+    row = QHBoxLayout()
+    row.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        if w is None:
+            row.addStretch(1)
+        else:
+            row.addWidget(w)
+    return row
+
+
+class _HintList(QListWidget):
+    """A list that says what belongs in it while it is empty."""
+
+    def __init__(self, hint: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.hint = hint
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
+        super().paintEvent(event)
+        if self.count():
+            return
+        p = QPainter(self.viewport())
+        p.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+        area = self.viewport().rect().adjusted(10, 6, -10, -6)
+        flags = Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap
+        p.drawText(area, int(flags), self.hint)
+        p.end()
 
 
 def _work(
@@ -131,16 +178,79 @@ class CompareView(QWidget):
 
     # ---- layout -----------------------------------------------------------------------------
     def _build(self) -> None:
-        self.model_list = QListWidget()
-        self.model_list.setMaximumHeight(110)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(20, 16, 20, 16)
+        outer.setSpacing(10)
+        outer.addWidget(
+            PageHeader(
+                "Compare",
+                "The same prompt on several quants of one model, side by side: speed, memory, "
+                "and the quality each loses, measured against the most precise variant.",
+            )
+        )
+        setup = QHBoxLayout()
+        setup.setSpacing(12)
+        setup.addWidget(self._build_variants(), 2)
+        setup.addWidget(self._build_prompt(), 3)
+        outer.addLayout(setup)
+
+        self.status = PlainLabel("")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.progress.setMaximumWidth(260)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.progress)
+        outer.addLayout(status_row)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        split.addWidget(self._build_replies())
+        split.addWidget(self._build_results())
+        self.chart = QualityChart()
+        split.addWidget(self.chart)
+        split.setSizes([220, 170, 200])
+        for i, stretch in enumerate((5, 3, 4)):
+            split.setStretchFactor(i, stretch)
+        outer.addWidget(split, 1)
+
+    def _build_variants(self) -> Card:
+        card = Card("Variants")
+        self.model_list = _HintList(
+            "No variants yet. Add two or more quants of one model, or pick a model in the "
+            "Library and click Compare."
+        )
+        self.model_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.model_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.model_list.setFixedHeight(88)
         add = QPushButton("Add model…")
         add.clicked.connect(self._add_models)
-        remove = QPushButton("Remove")
-        remove.clicked.connect(self._remove_selected)
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.clicked.connect(self._remove_selected)
+        buttons = QVBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        buttons.addWidget(add)
+        buttons.addWidget(self.remove_button)
+        buttons.addStretch(1)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.model_list, 1)
+        row.addLayout(buttons)
+        card.add(row)
+        return card
+
+    def _build_prompt(self) -> Card:
+        card = Card("Prompt")
         self.reference_box = QComboBox()
+        self.reference_box.setToolTip(
+            "The variant the others are measured against; normally the most precise one"
+        )
         self.prompt_edit = QLineEdit()
         self.prompt_edit.setPlaceholderText("A prompt that every variant answers")
+        self.prompt_edit.returnPressed.connect(self.start)
         self.file_button = QPushButton("Prompt file (JSONL)…")
+        self.file_button.setToolTip("Score a task file instead: one JSON object per line")
         self.file_button.clicked.connect(self._pick_prompt_file)
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 8192)
@@ -149,87 +259,107 @@ class CompareView(QWidget):
         self.threshold.setRange(0.0, 100.0)
         self.threshold.setValue(5.0)
         self.threshold.setSuffix(" %")
+        self.threshold.setToolTip(
+            "With a task file: a variant scoring this much worse than the reference fails"
+        )
         self.run_button = QPushButton("Compare")
+        self.run_button.setObjectName("primary")
         self.run_button.clicked.connect(self.start)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
-        self.status = PlainLabel("")
-        self.status.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.setVisible(False)
 
-        models_col = QVBoxLayout()
-        models_col.addWidget(self.model_list)
-        buttons = QHBoxLayout()
-        buttons.addWidget(add)
-        buttons.addWidget(remove)
-        buttons.addStretch(1)
-        models_col.addLayout(buttons)
         form = QFormLayout()
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Prompt", _row(self.prompt_edit, self.file_button))
         form.addRow("Reference", self.reference_box)
-        prompt_row = QHBoxLayout()
-        prompt_row.addWidget(self.prompt_edit, 1)
-        prompt_row.addWidget(self.file_button)
-        form.addRow("Prompt", prompt_row)
-        knobs = QHBoxLayout()
-        knobs.addWidget(PlainLabel("Max tokens"))
-        knobs.addWidget(self.max_tokens)
-        knobs.addWidget(PlainLabel("Verdict threshold"))
-        knobs.addWidget(self.threshold)
-        knobs.addStretch(1)
-        knobs.addWidget(self.run_button)
-        knobs.addWidget(self.stop_button)
-        form.addRow(knobs)
-        top = QHBoxLayout()
-        top.addLayout(models_col, 2)
-        top.addLayout(form, 3)
+        knobs = _row(
+            self.max_tokens,
+            PlainLabel("Verdict threshold"),
+            self.threshold,
+            None,
+            self.run_button,
+            self.stop_button,
+        )
+        form.addRow("Max tokens", knobs)
+        card.add(form)
+        return card
 
+    def _build_replies(self) -> QWidget:
+        holder = QWidget()
+        column = QVBoxLayout(holder)
+        column.setContentsMargins(0, 0, 0, 4)
+        column.addWidget(PlainLabel("Replies", name="cardTitle"))
+        self.panes_hint = muted("Each variant's reply streams here as it is written.")
+        self.panes_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        column.addWidget(self.panes_hint, 1)
         self.pane_row = QHBoxLayout()
-        panes = QWidget()
-        panes.setLayout(self.pane_row)
+        self.pane_row.setSpacing(10)
+        column.addLayout(self.pane_row, 1)
+        return holder
+
+    def _build_results(self) -> QWidget:
         self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels([label for _, label in COLUMNS])
+        # Two-line headers keep the columns as narrow as their numbers: the whole table fits the
+        # page's width without scrolling.
+        self.table.setHorizontalHeaderLabels([label.replace(" ", "\n", 1) for _, label in COLUMNS])
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.chart = QualityChart()
-        exports = QHBoxLayout()
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        for key, tip in _COLUMN_TIPS.items():
+            self.table.horizontalHeaderItem(_col(key)).setToolTip(tip)
+        self._show_columns(None)
+        self.table.resizeColumnsToContents()
         self.export_buttons: dict[str, QPushButton] = {}
+        exports = QHBoxLayout()
+        exports.addWidget(PlainLabel("Results", name="cardTitle"))
+        exports.addStretch(1)
         for kind, label in (("csv", "CSV"), ("md", "Markdown"), ("json", "JSON")):
             b = QPushButton(f"Export {label}…")
             b.setEnabled(False)
             b.clicked.connect(lambda _=False, k=kind: self._export_dialog(k))
             exports.addWidget(b)
             self.export_buttons[kind] = b
-        exports.addStretch(1)
         results = QWidget()
-        rl = QVBoxLayout(results)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(self.table, 1)
-        rl.addLayout(exports)
-        bottom = QSplitter(Qt.Orientation.Horizontal)
-        bottom.addWidget(results)
-        bottom.addWidget(self.chart)
-        bottom.setSizes([700, 400])
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(panes)
-        split.addWidget(bottom)
+        column = QVBoxLayout(results)
+        column.setContentsMargins(0, 4, 0, 0)
+        column.addLayout(exports)
+        column.addWidget(self.table, 1)
+        return results
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(self.status)
-        layout.addWidget(self.progress)
-        layout.addWidget(split, 1)
+    def _fit_table_height(self) -> None:
+        """Tall enough for every row: the splitter gives the spare height to replies and chart."""
+        t = self.table
+        rows_h = sum(t.rowHeight(r) for r in range(t.rowCount()))
+        extra = t.horizontalHeader().sizeHint().height() + 2 * t.frameWidth()
+        if t.horizontalScrollBar().isVisible():
+            extra += t.horizontalScrollBar().sizeHint().height()
+        t.setMinimumHeight(min(rows_h + extra, 320))
+
+    def _show_columns(self, report: CompareReport | None) -> None:
+        """Task and error columns only when a row has something in them: the table stays narrow
+        enough to read without scrolling in the usual one-prompt run."""
+        table = rows(report) if report is not None else []
+        for key in _OPTIONAL_COLUMNS:
+            self.table.setColumnHidden(_col(key), all(r[key] is None for r in table))
 
     # ---- inputs -----------------------------------------------------------------------------
     def set_models(self, models: list[str | Path]) -> None:
         """Replace the variants to compare (the Library's "compare variants of this model")."""
         self.model_list.clear()
         for m in models:
-            self.model_list.addItem(str(m))
+            item = QListWidgetItem(Path(m).name)
+            item.setData(_PATH_ROLE, str(m))
+            item.setToolTip(plain_tooltip(str(m)))
+            self.model_list.addItem(item)
         self._refresh_reference()
 
     def models(self) -> list[str]:
-        return [self.model_list.item(i).text() for i in range(self.model_list.count())]
+        return [self.model_list.item(i).data(_PATH_ROLE) for i in range(self.model_list.count())]
 
     def set_prompt_file(self, path: str | Path | None) -> None:
         self._prompt_file = str(path) if path else None
@@ -306,6 +436,9 @@ class CompareView(QWidget):
         self._pending.clear()
         self._last_item.clear()
         self.table.setRowCount(0)
+        self._show_columns(None)
+        self.table.resizeColumnsToContents()
+        self.panes_hint.setVisible(True)
         self.chart.set_points([])
         for b in self.export_buttons.values():
             b.setEnabled(False)
@@ -334,14 +467,22 @@ class CompareView(QWidget):
 
     def _make_panes(self, event: PlanReady) -> None:
         self.table.setRowCount(len(event.variants))
+        self._fit_table_height()
+        self.panes_hint.setVisible(False)
         for i, v in enumerate(event.variants):
-            ref = " (reference)" if i == event.reference_index else ""
-            box = QGroupBox(f"{v.quant}{ref}")
-            box.setToolTip(str(v.path))
+            ref = "  ·  reference" if i == event.reference_index else ""
+            box = QFrame()
+            box.setObjectName("card")
+            box.setToolTip(plain_tooltip(str(v.path)))
+            column = QVBoxLayout(box)
+            column.setContentsMargins(10, 8, 10, 10)
+            column.setSpacing(4)
+            column.addWidget(PlainLabel(f"{v.quant}{ref}", name="cardTitle"))
             pane = QPlainTextEdit()
             pane.setReadOnly(True)
-            QVBoxLayout(box).addWidget(pane)
-            self.pane_row.addWidget(box)
+            pane.setFrameShape(QFrame.Shape.NoFrame)
+            column.addWidget(pane, 1)
+            self.pane_row.addWidget(box, 1)
             self.panes.append(pane)
             self._set_cell(i, "model", v.label, str(v.path))
             self._set_cell(i, "quant", v.quant)
@@ -358,11 +499,10 @@ class CompareView(QWidget):
                 pieces.clear()
 
     def _set_cell(self, row: int, key: str, value: object, tip: str = "") -> None:
-        col = [k for k, _ in COLUMNS].index(key)
         item = QTableWidgetItem(value if isinstance(value, str) else format_cell(key, value))
         if tip:
-            item.setToolTip(tip)
-        self.table.setItem(row, col, item)
+            item.setToolTip(plain_tooltip(tip))
+        self.table.setItem(row, _col(key), item)
 
     def _set_row_speed(self, event: ReplyDone) -> None:
         s = event.stats
@@ -383,7 +523,12 @@ class CompareView(QWidget):
             kld = row["text_kld_mean"] if row["text_kld_mean"] is not None else row["kld_mean"]
             size = row["size_bytes"] / (1 << 20)
             points.append(ChartPoint(row["quant"], size, row["gen_tok_s"], kld, row["reference"]))
+        self._show_columns(report)
         self.table.resizeColumnsToContents()
+        self._fit_table_height()
+        model_col = _col("model")
+        if self.table.columnWidth(model_col) > _MODEL_COLUMN_MAX:
+            self.table.setColumnWidth(model_col, _MODEL_COLUMN_MAX)
         self.chart.set_points(points)
         for b in self.export_buttons.values():
             b.setEnabled(True)
