@@ -210,6 +210,19 @@ class MemoryPlan:
         return asdict(self)
 
 
+PAGE = 4096
+
+
+def embedding_resident_bytes(nbytes: int, n_rows: int, n_ctx: int) -> int:
+    """Pages of the token embeddings a context can touch.
+
+    llama.cpp reads token_embd row by row (GET_ROWS) through the mapping: only the rows of tokens
+    actually seen are paged in -- at most one per context position, each costing at least a page.
+    """
+    row = nbytes // max(n_rows, 1)
+    return min(nbytes, min(n_ctx, n_rows) * max(row, PAGE))
+
+
 def _gpu_layer_set(n_layer: int, n_gpu_layers: int) -> tuple[set[int], bool]:
     """Repeating layers on the GPU and whether the output layer is there, as llama.cpp assigns."""
     ngl = max(0, min(n_gpu_layers, n_layer + 1))
@@ -244,6 +257,8 @@ def plan_memory(
         extra = extra_buffer_of(t.name, t.type_name, t.shape, dry.extra_buffers, dry.cpu_features)
         if extra:
             repacked += int(t.nbytes * extra[1])
+        elif t.name.startswith("token_embd") and len(t.shape) == 2:
+            mapped += embedding_resident_bytes(t.nbytes, t.shape[1], n_ctx)
         else:
             mapped += t.nbytes
     kv_layers = kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch)
