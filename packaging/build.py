@@ -76,28 +76,37 @@ def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def _stamped(stamp: Path, key: str) -> bool:
+    return stamp.exists() and stamp.read_text() == hashlib.sha256(key.encode()).hexdigest()
+
+
 def prepare_venv(backend: str, flags: str) -> Path:
-    """build/venv-<backend> with QuantDesk's dependencies, llama.cpp built with ``flags``."""
+    """build/venv-<backend> with QuantDesk's dependencies, llama.cpp built with ``flags``.
+
+    llama.cpp is compiled again only when its version or the flags change; the other dependencies
+    are brought up to date whenever pyproject.toml changes.
+    """
     venv = ROOT / "build" / f"venv-{backend}"
     python = _venv_python(venv)
-    stamp = venv / ".quantdesk-build"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + flags.encode()).hexdigest()
-    if stamp.exists() and stamp.read_text() == want:
-        return python
+    llama_stamp, deps_stamp = venv / ".quantdesk-llama", venv / ".quantdesk-deps"
+    llama_key = pinned("llama-cpp-python") + " " + flags
+    deps_key = (ROOT / "pyproject.toml").read_text()
     if not python.exists():
         print(f"Creating {venv} ...", flush=True)
         subprocess.check_call([sys.executable, "-m", "venv", str(venv)])
     pip = [str(python), "-m", "pip", "install", "--upgrade"]
-    subprocess.check_call([*pip, "pip"])
-    print(f"Compiling llama.cpp with CMAKE_ARGS={flags!r} (several minutes) ...", flush=True)
-    # --no-cache-dir: pip would otherwise reuse a wheel it built earlier with other flags
     env = {**os.environ, "CMAKE_ARGS": flags, "FORCE_CMAKE": "1"}
-    subprocess.check_call(
-        [*pip, "--no-cache-dir", "--force-reinstall", "--no-deps", pinned("llama-cpp-python")],
-        env=env,
-    )
-    subprocess.check_call([*pip, str(ROOT), pinned("pyinstaller")], env=env)
-    stamp.write_text(want)
+    if not _stamped(llama_stamp, llama_key):
+        subprocess.check_call([*pip, "pip"])
+        print(f"Compiling llama.cpp with CMAKE_ARGS={flags!r} (several minutes) ...", flush=True)
+        # --no-cache-dir: pip would otherwise reuse a wheel it built earlier with other flags
+        cmd = [*pip, "--no-cache-dir", "--force-reinstall", "--no-deps"]
+        subprocess.check_call([*cmd, pinned("llama-cpp-python")], env=env)
+        llama_stamp.write_text(hashlib.sha256(llama_key.encode()).hexdigest())
+        deps_stamp.unlink(missing_ok=True)
+    if not _stamped(deps_stamp, deps_key):
+        subprocess.check_call([*pip, str(ROOT), pinned("pyinstaller")], env=env)
+        deps_stamp.write_text(hashlib.sha256(deps_key.encode()).hexdigest())
     return python
 
 
@@ -128,8 +137,10 @@ def self_test(exe: Path) -> int:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     result = subprocess.run([str(exe), "--self-test"], env=env, capture_output=True, text=True)
     print(result.stdout + result.stderr, end="", flush=True)
-    ok = result.returncode == 0 and "OK" in result.stdout.splitlines()
-    return 0 if ok else 1
+    if result.returncode == 0 and "OK" in result.stdout.splitlines():
+        return 0
+    print(f"The bundle's self-test failed (exit code {result.returncode}).", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
