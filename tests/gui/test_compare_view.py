@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from app.core.compare import CompareOptions, ReplyDone, TextPiece
+from app.core.compare import CompareOptions, Progress, ReplyDone, TextPiece, VariantLoaded
 from app.core.compare_report import COLUMNS
 from app.ui.compare_view import CompareView, show_compare
 from app.ui.main_window import MainWindow
@@ -37,27 +37,47 @@ def test_panes_stream_side_by_side_and_the_table_fills_in(
     assert isinstance(view, CompareView) and window.current_title() == "Compare"
     assert view.models() == [str(p) for p in paths]
     view.prompt_edit.setText("Tell me about the water and the people.")
-    seen: list[tuple[str, int]] = []
-    view._task.item_produced.connect(
-        lambda e: (
-            seen.append((type(e).__name__, e.index))
-            if isinstance(e, (TextPiece, ReplyDone))
-            else None
-        )
-    )
+    events: list[object] = []
+    view._task.item_produced.connect(events.append)
     view.start(QUICK)
     assert view.busy and not view.run_button.isEnabled()
-    qtbot.waitUntil(lambda: len(view.panes) == 3, timeout=30000)
-    qtbot.waitUntil(lambda: not view.busy, timeout=120000)
+    qtbot.waitUntil(lambda: len(view.panes) == 3, timeout=60000)
+    qtbot.waitUntil(lambda: not view.busy, timeout=180000)
     report = view.report
     assert report is not None and report.mode == "parallel" and report.reference_index == 1
-    # Every pane streamed, and the streams overlapped: pieces of several variants arrived
-    # before the first reply was complete.
-    first_done = next(i for i, (kind, _) in enumerate(seen) if kind == "ReplyDone")
-    assert len({idx for kind, idx in seen[:first_done] if kind == "TextPiece"}) >= 2
+
+    # "Side by side", stated in events rather than in timing: every engine is loaded before any
+    # variant starts answering, and all three replies stream within one shared generation stage
+    # that ends before scoring begins.  (A sequential run loads a variant only after the previous
+    # reply is done.)  Which variant's tokens arrive first inside that stage is the OS
+    # scheduler's business: each fresh engine spends a CPU-bound warm-up on its first request
+    # while Q2_K's greedy reply ends (EOS) after a few dozen tokens, so on a loaded machine one
+    # reply can legitimately finish before another's first token; the order of pieces across
+    # variants is therefore not asserted.
+    def at(kind: type, **fields: object) -> list[int]:
+        return [
+            i
+            for i, e in enumerate(events)
+            if isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items())
+        ]
+
+    loaded = at(VariantLoaded)
+    assert sorted(events[i].index for i in loaded) == [0, 1, 2]
+    (stage_start,) = at(Progress, stage="generate", done=0)
+    (stage_end,) = at(Progress, stage="generate", done=1)
+    streamed = at(TextPiece) + at(ReplyDone)
+    assert max(loaded) < stage_start < min(streamed) and max(streamed) < stage_end
     for i, pane in enumerate(view.panes):
-        assert sum(1 for kind, idx in seen if kind == "TextPiece" and idx == i) > 3
-        assert pane.toPlainText() == report.results[i].text != ""
+        pieces = at(TextPiece, index=i)
+        (done,) = at(ReplyDone, index=i)
+        # Each pane got its own variant's stream, piece by piece, and the reply ended after it.
+        assert len(pieces) > 3 and max(pieces) < done
+        text = "".join(events[k].text for k in pieces)
+        assert pane.toPlainText() == text == report.results[i].text != ""
+    boxes = [pane.parentWidget() for pane in view.panes]
+    xs = [box.x() for box in boxes]
+    assert all(box.isVisible() for box in boxes) and len({box.y() for box in boxes}) == 1
+    assert xs == sorted(set(xs)) and len(xs) == 3  # one row, in the variants' order
     assert view.table.rowCount() == 3
     assert _cell(view, 1, "kld_mean") == "0.0000" and _cell(view, 1, "reference") == "yes"
     for row in (0, 2):
