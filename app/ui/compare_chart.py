@@ -117,6 +117,7 @@ class QualityChart(QWidget):
             label = QRectF(x - 30, plot.bottom() + 3, 60, line)
             label.moveRight(min(label.right(), area.right() - 2))
             p.drawText(label, Qt.AlignmentFlag.AlignCenter, _tick(xv))
+        taken: list[QRectF] = []
         for x, y, c in pts:
             at = QPointF(
                 plot.left() + x / x_max * plot.width(), plot.bottom() - y / y_max * plot.height()
@@ -126,10 +127,17 @@ class QualityChart(QWidget):
             p.setBrush(color)
             p.drawEllipse(at, 4.5, 4.5)
             p.setPen(QPen(fg, 1))
-            # Labels near the right edge go on the left of their dot, so they stay inside.
+            # Labels near the right edge go on the left of their dot, so they stay inside; a label
+            # that would cover another one moves up a line (close quants often sit together).
             width = metrics.horizontalAdvance(c.label)
             dx = 7 if at.x() + 7 + width <= area.right() - 2 else -7 - width
-            p.drawText(at + QPointF(dx, -5), c.label)
+            box = QRectF(at.x() + dx, at.y() - 5 - metrics.ascent(), width, line)
+            hit = [t for t in taken if box.intersects(t)]
+            while hit and box.top() > area.top() + line:
+                box.moveBottom(min(t.top() for t in hit))
+                hit = [t for t in taken if box.intersects(t)]
+            taken.append(box)
+            p.drawText(box, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, c.label)
 
 
 def _nice(value: float) -> float:

@@ -43,6 +43,7 @@ from app.core.compare import (
     ReplyDone,
     TextPiece,
     VariantFailed,
+    VariantLoaded,
     run_compare,
 )
 from app.core.compare_report import (
@@ -313,7 +314,7 @@ class CompareView(QWidget):
         for key, tip in _COLUMN_TIPS.items():
             self.table.horizontalHeaderItem(_col(key)).setToolTip(tip)
         self._show_columns(None)
-        self.table.resizeColumnsToContents()
+        self._fit_columns()
         self.export_buttons: dict[str, QPushButton] = {}
         exports = QHBoxLayout()
         exports.addWidget(PlainLabel("Results", name="cardTitle"))
@@ -330,6 +331,12 @@ class CompareView(QWidget):
         column.addLayout(exports)
         column.addWidget(self.table, 1)
         return results
+
+    def _fit_columns(self) -> None:
+        self.table.resizeColumnsToContents()
+        model_col = _col("model")
+        if self.table.columnWidth(model_col) > _MODEL_COLUMN_MAX:
+            self.table.setColumnWidth(model_col, _MODEL_COLUMN_MAX)
 
     def _fit_table_height(self) -> None:
         """Tall enough for every row: the splitter gives the spare height to replies and chart."""
@@ -437,7 +444,7 @@ class CompareView(QWidget):
         self._last_item.clear()
         self.table.setRowCount(0)
         self._show_columns(None)
-        self.table.resizeColumnsToContents()
+        self._fit_columns()
         self.panes_hint.setVisible(True)
         self.chart.set_points([])
         for b in self.export_buttons.values():
@@ -452,6 +459,8 @@ class CompareView(QWidget):
             self._pending[event.index].append(event.text)
         elif isinstance(event, PlanReady):
             self._make_panes(event)
+        elif isinstance(event, VariantLoaded):
+            self._set_cell(event.index, "load_s", event.load_s)
         elif isinstance(event, ReplyDone):
             self._set_row_speed(event)
         elif isinstance(event, Progress):
@@ -488,6 +497,7 @@ class CompareView(QWidget):
             self._set_cell(i, "quant", v.quant)
             self._set_cell(i, "reference", i == event.reference_index)
             self._set_cell(i, "size_bytes", v.size_bytes)
+        self._fit_columns()
         self.status.setText(f"Mode: {event.plan.mode} — {event.plan.reason}")
 
     def _flush(self) -> None:
@@ -509,6 +519,7 @@ class CompareView(QWidget):
         self._set_cell(event.index, "ttft_s", s.ttft_s)
         self._set_cell(event.index, "prompt_tok_s", s.prompt_tok_s)
         self._set_cell(event.index, "gen_tok_s", s.gen_tok_s)
+        self._fit_columns()
 
     def _show_report(self, report: CompareReport) -> None:
         self.report = report
@@ -524,11 +535,8 @@ class CompareView(QWidget):
             size = row["size_bytes"] / (1 << 20)
             points.append(ChartPoint(row["quant"], size, row["gen_tok_s"], kld, row["reference"]))
         self._show_columns(report)
-        self.table.resizeColumnsToContents()
+        self._fit_columns()
         self._fit_table_height()
-        model_col = _col("model")
-        if self.table.columnWidth(model_col) > _MODEL_COLUMN_MAX:
-            self.table.setColumnWidth(model_col, _MODEL_COLUMN_MAX)
         self.chart.set_points(points)
         for b in self.export_buttons.values():
             b.setEnabled(True)
