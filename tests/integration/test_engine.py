@@ -221,3 +221,15 @@ def test_cli_chat_bad_file_exits_nonzero(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 1 and "not a GGUF file" in out.stderr
+
+
+def test_a_follow_up_turn_reuses_the_cached_prompt_prefix(engine, tiny_models):
+    engine.load(tiny_models["Q8_0"], n_ctx=1024)
+    _, first = _collect(engine.chat(HELLO, max_tokens=6, sampling=GREEDY, ignore_eos=True))
+    assert first.cached_prompt_tokens == 0
+    follow_up = [*HELLO, {"role": "assistant", "content": first.text}]
+    follow_up.append({"role": "user", "content": "And the cache?"})
+    _, second = _collect(engine.chat(follow_up, max_tokens=4, sampling=GREEDY, ignore_eos=True))
+    # the first turn's prompt is still in the KV cache: only the new part is evaluated
+    assert second.cached_prompt_tokens >= first.prompt_tokens - 1
+    assert second.cached_prompt_tokens < second.prompt_tokens

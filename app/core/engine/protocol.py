@@ -146,6 +146,7 @@ class GenerationStats:
     total_s: float
     stop_reason: str  # "eos" | "length" | "cancelled" | "context"
     peak_rss_bytes: int
+    cached_prompt_tokens: int = 0  # prompt prefix reused from the previous turn's KV cache
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
