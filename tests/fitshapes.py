@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, LlamaFileType
 
-from app.core.synthetic_model import CHATML_TEMPLATE, _vocab
+from app.core.synthetic_model import add_llama_metadata, llama_tensor_shapes
 
 Q = GGMLQuantizationType
 
@@ -68,48 +68,20 @@ def write_header_only(folder: Path | None, shape: Shape, quant: str) -> Path:
     main, out_t, important = MIXES[quant]
     tmp = path.with_suffix(f".{os.getpid()}.part")  # parallel sessions may race
     w = GGUFWriter(str(tmp), "llama")
-    w.add_name(shape.name)
-    w.add_context_length(shape.n_ctx_train)
-    w.add_embedding_length(shape.n_embd)
-    w.add_block_count(shape.n_layer)
-    w.add_feed_forward_length(shape.n_ff)
-    w.add_head_count(shape.n_head)
-    w.add_head_count_kv(shape.n_head_kv)
-    w.add_rope_dimension_count(shape.n_embd // shape.n_head)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(int(LlamaFileType[f"MOSTLY_{quant}"]))
-    tokens, scores, types = _vocab(shape.n_vocab)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(4)
-    w.add_chat_template(CHATML_TEMPLATE)
-
-    def mat(name: str, t: Q, rows: int, cols: int) -> None:
-        w.add_tensor_info(name, (rows, cols), np.dtype(np.float32), _nbytes(t, rows, cols), t)
-
-    def norm(name: str, n: int) -> None:
-        w.add_tensor_info(name, (n,), np.dtype(np.float32), 4 * n, Q.F32)
-
-    e = shape.n_embd
-    kv = shape.n_head_kv * (e // shape.n_head)
-    mat("token_embd.weight", main if main != Q.F16 else Q.F16, shape.n_vocab, e)
-    for i in range(shape.n_layer):
-        p = f"blk.{i}."
-        imp = important if i % 2 == 0 else main
-        norm(p + "attn_norm.weight", e)
-        mat(p + "attn_q.weight", main, e, e)
-        mat(p + "attn_k.weight", main, kv, e)
-        mat(p + "attn_v.weight", imp, kv, e)
-        mat(p + "attn_output.weight", main, e, e)
-        norm(p + "ffn_norm.weight", e)
-        mat(p + "ffn_gate.weight", main, shape.n_ff, e)
-        mat(p + "ffn_up.weight", main, shape.n_ff, e)
-        mat(p + "ffn_down.weight", imp, e, shape.n_ff)
-    norm("output_norm.weight", e)
-    mat("output.weight", out_t, shape.n_vocab, e)
+    add_llama_metadata(w, shape, int(LlamaFileType[f"MOSTLY_{quant}"]))
+    for name, dims in llama_tensor_shapes(shape):
+        if len(dims) == 1:
+            w.add_tensor_info(name, dims, np.dtype(np.float32), 4 * dims[0], Q.F32)
+            continue
+        if name == "output.weight":
+            t = out_t
+        elif (
+            name.endswith(("attn_v.weight", "ffn_down.weight")) and int(name.split(".")[1]) % 2 == 0
+        ):
+            t = important  # llama.cpp's mixes give half of these layers more bits
+        else:
+            t = main
+        w.add_tensor_info(name, dims, np.dtype(np.float32), _nbytes(t, *dims), t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -84,13 +86,23 @@ def _vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_f16_model(path: Path, shape: ModelShape) -> Path:
-    """Write an F16 GGUF (1-D norms stay F32) with random weights drawn from the shape's seed."""
-    import gguf
+class LlamaShapeLike(Protocol):
+    """The hyper-parameters a llama-architecture header needs (ModelShape and test shapes)."""
 
-    rng = np.random.default_rng(shape.seed)
-    hd = shape.n_embd // shape.n_head
-    w = gguf.GGUFWriter(str(path), "llama")
+    name: str
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    n_ctx_train: int
+
+
+def add_llama_metadata(
+    w: Any, shape: LlamaShapeLike, file_type: int, chat_template: str = CHATML_TEMPLATE
+) -> None:
+    """Write the llama-architecture metadata and the vocabulary to a ``gguf.GGUFWriter``."""
     w.add_name(shape.name)
     w.add_context_length(shape.n_ctx_train)
     w.add_embedding_length(shape.n_embd)
@@ -98,9 +110,9 @@ def write_f16_model(path: Path, shape: ModelShape) -> Path:
     w.add_feed_forward_length(shape.n_ff)
     w.add_head_count(shape.n_head)
     w.add_head_count_kv(shape.n_head_kv)
-    w.add_rope_dimension_count(hd)
+    w.add_rope_dimension_count(shape.n_embd // shape.n_head)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16))
+    w.add_file_type(file_type)
     tokens, scores, types = _vocab(shape.n_vocab)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
@@ -110,7 +122,36 @@ def write_f16_model(path: Path, shape: ModelShape) -> Path:
     w.add_eos_token_id(4)
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
-    w.add_chat_template(shape.chat_template)
+    w.add_chat_template(chat_template)
+
+
+def llama_tensor_shapes(shape: LlamaShapeLike) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """Every tensor of a llama model in file order, with its numpy shape (rows, cols) or (n,)."""
+    e, ff = shape.n_embd, shape.n_ff
+    kv = shape.n_head_kv * (e // shape.n_head)
+    yield "token_embd.weight", (shape.n_vocab, e)
+    for i in range(shape.n_layer):
+        p = f"blk.{i}."
+        yield p + "attn_norm.weight", (e,)
+        yield p + "attn_q.weight", (e, e)
+        yield p + "attn_k.weight", (kv, e)
+        yield p + "attn_v.weight", (kv, e)
+        yield p + "attn_output.weight", (e, e)
+        yield p + "ffn_norm.weight", (e,)
+        yield p + "ffn_gate.weight", (ff, e)
+        yield p + "ffn_up.weight", (ff, e)
+        yield p + "ffn_down.weight", (e, ff)
+    yield "output_norm.weight", (e,)
+    yield "output.weight", (shape.n_vocab, e)
+
+
+def write_f16_model(path: Path, shape: ModelShape) -> Path:
+    """Write an F16 GGUF (1-D norms stay F32) with random weights drawn from the shape's seed."""
+    import gguf
+
+    rng = np.random.default_rng(shape.seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    add_llama_metadata(w, shape, int(gguf.LlamaFileType.MOSTLY_F16), shape.chat_template)
 
     def mat(rows: int, cols: int) -> np.ndarray:
         # std scaled by fan-in keeps activations finite while outputs stay peaked (DESIGN.md 6)
@@ -120,21 +161,8 @@ def write_f16_model(path: Path, shape: ModelShape) -> Path:
     def norm(n: int) -> np.ndarray:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    e, kv = shape.n_embd, shape.n_head_kv * hd
-    w.add_tensor("token_embd.weight", mat(shape.n_vocab, e))
-    for i in range(shape.n_layer):
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", norm(e))
-        w.add_tensor(p + "attn_q.weight", mat(e, e))
-        w.add_tensor(p + "attn_k.weight", mat(kv, e))
-        w.add_tensor(p + "attn_v.weight", mat(kv, e))
-        w.add_tensor(p + "attn_output.weight", mat(e, e))
-        w.add_tensor(p + "ffn_norm.weight", norm(e))
-        w.add_tensor(p + "ffn_gate.weight", mat(shape.n_ff, e))
-        w.add_tensor(p + "ffn_up.weight", mat(shape.n_ff, e))
-        w.add_tensor(p + "ffn_down.weight", mat(e, shape.n_ff))
-    w.add_tensor("output_norm.weight", norm(e))
-    w.add_tensor("output.weight", mat(shape.n_vocab, e))
+    for name, dims in llama_tensor_shapes(shape):
+        w.add_tensor(name, mat(*dims) if len(dims) == 2 else norm(dims[0]))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -5,23 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
-
 from app.core.compare import CompareOptions, Progress, ReplyDone, TextPiece, VariantLoaded
 from app.core.compare_report import COLUMNS
 from app.ui.compare_view import CompareView, show_compare
-from app.ui.main_window import MainWindow
 
 QUICK = CompareOptions(max_tokens=200, reference_text_max_tokens=600)
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
 
 
 def _cell(view: CompareView, row: int, key: str) -> str:

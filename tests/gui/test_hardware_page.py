@@ -5,21 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import psutil
-import pytest
 
 from app.core.hardware import GpuInfo, build_warnings, detect
-from app.ui.main_window import MainWindow
 from app.ui.pages.hardware import split_fix
 from app.ui.widgets.cards import PlainLabel
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
 
 
 def _texts(widget) -> list[str]:

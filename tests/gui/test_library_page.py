@@ -5,23 +5,12 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-import pytest
 from PySide6.QtCore import QUrl
 
 from app.core.library import Library
-from app.ui.main_window import MainWindow
 from app.ui.pages import library as library_page
 from app.ui.pages.library import FIT_COLUMN
 from app.ui.widgets.badges import BADGE_ROLE
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
 
 
 def _sha(path) -> str:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
@@ -15,16 +14,6 @@ import app
 from app.ui import main_window
 from app.ui.about import AboutDialog, versions
 from app.ui.main_window import PAGES, MainWindow
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.close()
 
 
 def test_window_has_title_icon_and_every_page(window):

@@ -5,27 +5,16 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPushButton
 
 from app.core.hardware import GpuInfo, detect
 from app.core.hub import RepoSummary
-from app.ui.main_window import MainWindow
 from app.ui.pages.model_table import COL_ACTION, COL_FIT, COL_QUANT, fit_badge
 from app.ui.widgets.badges import BADGE_ROLE
 from tests.hub_fixtures import TINY_REPO
 
 PLAN_TIMEOUT_MS = 120_000
-
-
-@pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
 
 
 def _wait_planned(qtbot, page, n_ctx: int | None = None) -> None:
