@@ -52,9 +52,11 @@ def _ensure_venv(extras: str) -> None:
     print("Installing QuantDesk and its dependencies (first time: several minutes) ...", flush=True)
     target = f".[{extras}]" if extras else "."
     subprocess.check_call([str(PY), "-m", "pip", "install", "--upgrade", "pip"], cwd=ROOT)
-    subprocess.check_call(
-        [str(PY), "-m", "pip", "install", "-e", target], cwd=ROOT, env=_build_env()
-    )
+    cmd = [str(PY), "-m", "pip", "install", "-e", target]
+    if "CMAKE_ARGS" in os.environ:
+        # pip's wheel cache ignores CMAKE_ARGS: a cached CPU build would silently win over CUDA/Metal
+        cmd.append("--no-cache-dir")
+    subprocess.check_call(cmd, cwd=ROOT, env=_build_env())
     stamp.write_text(digest)
 
 
