@@ -7,6 +7,8 @@ The figures mirror llama.cpp (0.3.36's vendored build, DESIGN.md section 4):
   cells = n_ctx padded to 256 (sliding-window layers keep ``min(n_ctx, n_swa + n_ubatch)``);
 * compute and output buffers are *not* modelled: a llama.cpp dry run (``no_alloc``) on a header-only
   file reports them exactly (:class:`DryRun`, produced by ``app.core.engine.host_dryrun``);
+* the CPU backend's work buffer is modelled (:func:`cpu_work_bytes`): ggml allocates it on the
+  first big batch, outside the buffers a dry run reports;
 * what must stay resident in RAM accounts for CPU weight repacking: tensors that llama.cpp copies
   into an "extra" CPU buffer (AMX, CPU_REPACK) live in anonymous memory, and their mmap'd file pages
   are not read again after loading; every other CPU tensor is read through the mapping and must stay
@@ -134,17 +136,21 @@ def kv_layer_bytes(
     spec: ModelSpec, n_ctx: int, type_k: str = "f16", type_v: str = "f16", n_ubatch: int = 512
 ) -> list[int]:
     """Bytes of the KV cache of each repeating layer, as llama.cpp allocates it."""
-    full = pad_ctx(n_ctx)
     out = []
     for il in range(spec.n_layer):
         heads = spec.n_head_kv_of(il)
-        cells = full
-        if spec.n_swa and _is_swa_layer(spec, il):
-            cells = min(full, pad_ctx(spec.n_swa + n_ubatch))
         k = _row(type_k, spec.head_dim_k * heads)
         v = _row(type_v, spec.head_dim_v * heads)
-        out.append(cells * (k + v) if heads else 0)
+        out.append(_layer_cells(spec, il, n_ctx, n_ubatch) * (k + v) if heads else 0)
     return out
+
+
+def _layer_cells(spec: ModelSpec, il: int, n_ctx: int, n_ubatch: int) -> int:
+    """KV cells of layer ``il``: the padded context, or a window for sliding-window layers."""
+    full = pad_ctx(n_ctx)
+    if spec.n_swa and _is_swa_layer(spec, il):
+        return min(full, pad_ctx(spec.n_swa + n_ubatch))
+    return full
 
 
 def _is_swa_layer(spec: ModelSpec, il: int) -> bool:
@@ -154,6 +160,26 @@ def _is_swa_layer(spec: ModelSpec, il: int) -> bool:
     if isinstance(pattern, int) and pattern > 0:
         return (il + 1) % pattern != 0  # every pattern-th layer is a global one
     return True
+
+
+def cpu_work_bytes(
+    spec: ModelSpec, n_ctx: int, type_v: str = "f16", n_ubatch: int = 512, n_batch: int = 512
+) -> int:
+    """The ggml CPU backend's work buffer at its largest: a full batch at a full context.
+
+    Without flash attention (the engine enables it only for a quantized V cache) the product of
+    the attention weights and the f16 V cache first converts the f32 weights
+    (``n_kv x n_tokens x n_head``) to f16 in this buffer.  ggml-cpu keeps it at its high-water
+    mark; llama.cpp's dry run does not report it (measured on the MEDIUM model with a prompt
+    filling 2048 tokens: a 30.9 MiB anonymous block = 2048 x 495 x 16 x 2 bytes).  The other
+    conversions (activations to the weights' dot type) are a few MiB at most and fit in it.
+    """
+    if type_v.lower() != "f16":
+        return 0  # flash attention: per-thread scratch rows only
+    n_tokens = min(n_ubatch, n_batch, n_ctx)
+    layers = [il for il in range(spec.n_layer) if spec.n_head_kv_of(il)]
+    n_kv = max((_layer_cells(spec, il, n_ctx, n_ubatch) for il in layers), default=0)
+    return n_kv * n_tokens * spec.n_head * 2
 
 
 def kv_bytes(spec: ModelSpec, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
@@ -277,12 +303,21 @@ def plan_memory(
             c_cpu = min(dry.cpu_compute_bytes, 4 * n_ubatch * (spec.n_embd + spec.n_vocab))
         else:
             c_cpu = dry.cpu_compute_bytes  # the CPU runs the layers it keeps: same graph sizes
+    work = 0
+    if ngl <= spec.n_layer:  # some repeating layers (their attention) run on the CPU
+        work = cpu_work_bytes(spec, n_ctx, type_v, n_ubatch)
+        c_cpu += work
     overhead = dry.base_rss_bytes
     ram = repacked + mapped + kv_cpu + c_cpu + dry.output_bytes + overhead
     vram = w_gpu + kv_gpu + c_gpu if ngl else 0
     # Loading reads the whole file once; the pages of copied or offloaded tensors are released
     # only later (they are clean page cache), so the peak counts them too.
     peak = ram + (w_cpu - mapped) + w_gpu
+    if work:
+        notes.append(
+            f"CPU compute includes {_mib(work)} of ggml work buffer (attention at a full batch and "
+            "context, converted to f16) that llama.cpp allocates outside its reported buffers"
+        )
     if repacked:
         notes.append(
             f"{_mib(repacked)} of weights are repacked by llama.cpp into anonymous memory "

@@ -17,6 +17,7 @@ import pytest
 from app.core import fit
 from app.core.dryrun import DryRunner
 from app.core.engine import Engine
+from app.core.engine.protocol import GenerateRequest, TokenizeRequest
 from app.core.gguf_header import GGUFError, read_local, read_url
 from tests import fitshapes, modelfactory
 
@@ -198,3 +199,35 @@ def test_server_without_range_is_refused(tmp_path):
     big = fitshapes.write_header_only(None, fitshapes.LLAMA2_7B, "Q4_K_M")
     with _RangeServer(big, honour_range=False) as srv, pytest.raises(GGUFError, match="Range"):
         read_url(srv.url)
+
+
+def _rss_anon(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon in /proc/PID/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_plan_covers_the_anonymous_memory_of_a_full_context(runner, tmp_path):
+    """A prompt filling the context: what the engine child holds in anonymous memory (llama.cpp's
+    buffers, the ggml work buffer, the runtime) stays within the plan, and close to it."""
+    n_ctx = 8192  # the ggml work buffer grows with context x batch: 32 MiB here
+    path = modelfactory.model_path("Q4_K_M")
+    spec, dry = _dry(runner, path, n_ctx)
+    plan = fit.plan_memory(spec, dry, n_ctx)
+    with Engine(log_dir=tmp_path) as eng:
+        eng.load(path, n_ctx=n_ctx)
+        per_phrase = len(eng.request(TokenizeRequest(" the model reads the plan" * 100))) / 100
+        text = " the model reads the plan" * int((n_ctx - 64) / per_phrase)
+        stats = eng.complete(
+            GenerateRequest(prompt=text, max_tokens=8, stream=False, ignore_eos=True)
+        )
+        anon = _rss_anon(eng.pid)
+    assert n_ctx - 256 < stats.prompt_tokens <= n_ctx - 8  # the context really was filled
+    # Everything but the model file's mapped pages: repacked weights, KV, compute, work, runtime.
+    planned = plan.ram_bytes - plan.mapped_resident_bytes
+    print(f"anon {anon / fit.MIB:.1f} MiB, planned {planned / fit.MIB:.1f} MiB")
+    assert anon <= planned
+    assert anon >= planned - 40 * fit.MIB  # the runtime's file-backed pages are in `planned` too

@@ -13,6 +13,7 @@ from app.core.fit import (
     MIB,
     Budget,
     DryRun,
+    cpu_work_bytes,
     embedding_resident_bytes,
     kv_bytes,
     kv_layer_bytes,
@@ -100,6 +101,20 @@ def test_repacking_changes_what_stays_resident(shapes):
     assert amx.repacked_bytes == sum(int(t.nbytes * 38 / 34) for t in matmul)  # +4 B per block
     embd = q8.input_bytes - embedding_resident_bytes(q8.input_bytes, q8.n_vocab, 4096)
     assert amx.mapped_resident_bytes == q8.weights_bytes - sum(t.nbytes for t in matmul) - embd
+
+
+def test_cpu_work_buffer_of_attention_without_flash_attention(shapes):
+    spec = shapes[("mistral-7b", "Q4_K_M")]  # 32 query heads
+    assert cpu_work_bytes(spec, 4096) == 4096 * 512 * 32 * 2  # f32 attention weights -> f16
+    assert cpu_work_bytes(spec, 100) == 256 * 100 * 32 * 2  # a batch no larger than the context
+    assert cpu_work_bytes(spec, 4096, "q8_0") == 0  # flash attention: no conversion
+    cpu = plan_memory(spec, _dry(4096), 4096)
+    assert cpu.compute_cpu_bytes == _dry(4096).cpu_compute_bytes + cpu_work_bytes(spec, 4096)
+    assert any("work buffer" in n for n in cpu.notes)
+    partial = plan_memory(spec, _dry(4096), 4096, spec.n_layer)  # one layer stays on the CPU
+    assert partial.compute_cpu_bytes == cpu.compute_cpu_bytes
+    full = plan_memory(spec, _dry(4096), 4096, spec.n_layer + 1)  # no attention on the CPU
+    assert full.compute_cpu_bytes < cpu_work_bytes(spec, 4096)
 
 
 def test_ram_is_the_sum_of_its_parts(shapes):
