@@ -11,6 +11,7 @@ import pytest
 from app.core.fit import (
     GIB,
     MIB,
+    PAGE,
     Budget,
     DryRun,
     cpu_work_bytes,
@@ -84,7 +85,7 @@ def test_weights_split_like_llama_cpp(shapes):
 
 def test_repacking_changes_what_stays_resident(shapes):
     spec = shapes[("llama-2-7b", "Q4_K_M")]
-    repack = plan_memory(spec, _dry(4096), 4096)
+    repack = plan_memory(spec, _dry(4096), 4096, granule=1)  # byte-exact page cache
     q4k = sum(
         t.nbytes for t in spec.tensors if t.type_name == "Q4_K" and t.name != "token_embd.weight"
     )
@@ -93,14 +94,33 @@ def test_repacking_changes_what_stays_resident(shapes):
     assert 0 < embd < spec.input_bytes  # only rows of tokens in the context are paged in
     assert repack.mapped_resident_bytes == spec.weights_bytes - q4k - embd
     assert repack.peak_ram_bytes == repack.ram_bytes + q4k + embd  # the file is read once
-    plain = plan_memory(spec, _dry(4096, extras=()), 4096)
+    plain = plan_memory(spec, _dry(4096, extras=()), 4096, granule=1)
     assert plain.repacked_bytes == 0 and plain.ram_bytes == repack.ram_bytes
     q8 = shapes[("llama-2-7b", "Q8_0")]
-    amx = plan_memory(q8, _dry(4096, extras=("AMX",)), 4096)
+    amx = plan_memory(q8, _dry(4096, extras=("AMX",)), 4096, granule=1)
     matmul = [t for t in q8.tensors if len(t.shape) == 2 and t.name != "token_embd.weight"]
     assert amx.repacked_bytes == sum(int(t.nbytes * 38 / 34) for t in matmul)  # +4 B per block
     embd = q8.input_bytes - embedding_resident_bytes(q8.input_bytes, q8.n_vocab, 4096)
     assert amx.mapped_resident_bytes == q8.weights_bytes - sum(t.nbytes for t in matmul) - embd
+
+
+def test_page_cache_keeps_whole_granules_of_mapped_tensors(shapes):
+    spec = shapes[("llama-2-7b", "Q4_K_M")]
+    exact = plan_memory(spec, _dry(4096), 4096, granule=1)
+    paged = plan_memory(spec, _dry(4096), 4096, granule=PAGE)
+    folios = plan_memory(spec, _dry(4096), 4096, granule=2 * MIB)
+    assert exact.mapped_resident_bytes < paged.mapped_resident_bytes
+    assert paged.mapped_resident_bytes < folios.mapped_resident_bytes
+    assert folios.mapped_resident_bytes % (2 * MIB) == 0
+    # Each run of mapped tensors costs at most one extra granule at each end: small norms
+    # between repacked matrices share granules instead of costing 2 MiB each.
+    runs = 2 * (spec.n_layer + 2) * 3
+    assert folios.mapped_resident_bytes - exact.mapped_resident_bytes <= runs * 2 * MIB
+    assert folios.ram_bytes - exact.ram_bytes == folios.mapped_resident_bytes - (
+        exact.mapped_resident_bytes
+    )
+    whole = plan_memory(spec, _dry(4096), 4096, granule=64 * GIB)  # one granule: the whole file
+    assert whole.mapped_resident_bytes == 64 * GIB
 
 
 def test_cpu_work_buffer_of_attention_without_flash_attention(shapes):
