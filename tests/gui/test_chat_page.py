@@ -13,25 +13,6 @@ from app.core.chats import ChatStore
 from app.ui.main_window import MainWindow
 
 
-@pytest.fixture
-def make_window(qtbot):
-    windows: list[MainWindow] = []
-
-    def make() -> MainWindow:
-        win = MainWindow()
-        qtbot.addWidget(win)
-        win.show()
-        qtbot.waitExposed(win)
-        win.activateWindow()  # window shortcuts (Ctrl+N) need the active window
-        qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=5000)
-        windows.append(win)
-        return win
-
-    yield make
-    for win in windows:
-        win.close()
-
-
 def _chat(win: MainWindow, model, ctx: int = 512):
     page = win.show_page("Chat")
     page.auto_fit.setChecked(False)

@@ -3,31 +3,12 @@ with retry, and unfinished downloads that reappear after the window is reopened.
 
 from __future__ import annotations
 
-import pytest
-
 from app.core import hub as core_hub
 from app.core.download import pending_downloads
-from app.ui.main_window import MainWindow
 from tests.hub_fixtures import TINY_REPO
 
 Q4 = "quantdesk-test-Q4_K_M.gguf"
 DONE_MS = 60_000
-
-
-@pytest.fixture
-def make_window(qtbot):
-    windows: list[MainWindow] = []
-
-    def make() -> MainWindow:
-        win = MainWindow()
-        qtbot.addWidget(win)
-        win.show()
-        windows.append(win)
-        return win
-
-    yield make
-    for win in windows:
-        win.close()
 
 
 def _variant(quant_or_file: str) -> core_hub.Variant:
