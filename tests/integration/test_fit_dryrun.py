@@ -24,16 +24,6 @@ from tests import fitshapes, modelfactory
 LOG_PRECISION = int(0.005 * fit.MIB) + 1
 
 
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dryrun")
-    engine = Engine(log_dir=folder / "logs")
-    engine.start()  # before the first test: the leak check sees it as pre-existing
-    r = DryRunner(engine=engine, cache_path=folder / "cache.json")
-    yield r
-    engine.close()
-
-
 def _dry(runner: DryRunner, path: Path, n_ctx: int, ngl: int = 0, tk="f16", tv="f16"):
     spec = read_local(path)
     p, digest = runner.prepare(path, spec)

@@ -14,8 +14,6 @@ import sys
 import pytest
 
 from app.core import fit
-from app.core.dryrun import DryRunner
-from app.core.engine import Engine
 from app.core.fit import GIB, MIB
 from app.core.gguf_header import read_local
 from app.core.hardware import CpuInfo, GpuInfo, HardwareProfile
@@ -49,16 +47,6 @@ PROFILES = {
         ["cuda", "cpu"],
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("profiles")
-    engine = Engine(log_dir=folder / "logs")
-    engine.start()
-    r = DryRunner(engine=engine, cache_path=folder / "cache.json")
-    yield r
-    engine.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from app.cli.plan import plan_repo
-from app.core.dryrun import DryRunner
-from app.core.engine import Engine
 from app.core.fit import GIB
 from app.core.gguf_header import read_local
 from app.core.recommend import budget_for
@@ -18,16 +14,6 @@ from tests import modelfactory
 from tests.hub_fixtures import TINY_REPO
 
 VARIANT_KEYS = {"file", "quant", "size_bytes", "verdict", "n_gpu_layers", "ram_bytes", "vram_bytes"}
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rec")
-    engine = Engine(log_dir=folder / "logs")
-    engine.start()
-    r = DryRunner(engine=engine, cache_path=folder / "cache.json")
-    yield r
-    engine.close()
 
 
 def test_plan_a_hub_repo_reading_only_headers(hub, runner):
