@@ -35,6 +35,7 @@ from app.ui.dialogs import confirm
 from app.ui.pages.chat_bars import ConversationSidebar, ModelBar
 from app.ui.pages.chat_options import Composer, SamplingPanel
 from app.ui.pages.chat_support import LoadPlan, model_choices, plan_load, stats_words
+from app.ui.services import hardware_profile
 from app.ui.settings_service import shared_settings
 from app.ui.widgets.cards import PlainLabel, plain_tooltip
 
@@ -234,7 +235,8 @@ class ChatPage(QWidget):
             plan = LoadPlan(n_ctx, ngl, "chosen by hand")
             if auto:
                 yield _Step(f"Planning memory for {Path(path).name}…")
-                plan = plan_load(path, default_ctx, engine)
+                # the window's shared profile: detected once, refreshed by the Hardware page
+                plan = plan_load(path, default_ctx, hardware_profile(self.context), engine)
                 yield plan
             if token.cancelled:
                 return

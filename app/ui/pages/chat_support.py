@@ -34,7 +34,7 @@ def model_choices(settings: Settings) -> list[tuple[str, str]]:
     return [(f"{m.name}  ·  {m.quant}", str(m.path)) for m in models if m.present]
 
 
-def plan_load(path: str, default_ctx: int, engine: Any = None) -> LoadPlan:
+def plan_load(path: str, default_ctx: int, profile: Any, engine: Any = None) -> LoadPlan:
     """Context and GPU layers for ``path`` from this machine's memory plan (off the GUI thread).
 
     The context is the default one (or the model's trained context when smaller); the planner
@@ -45,12 +45,10 @@ def plan_load(path: str, default_ctx: int, engine: Any = None) -> LoadPlan:
     from app.core.dryrun import DryRunner
     from app.core.fit import plan_offload
     from app.core.gguf_header import read_spec
-    from app.core.hardware import detect
     from app.core.recommend import budget_for
 
     spec = read_spec(path)
     want = max(256, min(default_ctx, int(spec.n_ctx_train or default_ctx)))
-    profile = detect()
     budget = budget_for(profile)
     runner = DryRunner(engine=engine)
     try:
