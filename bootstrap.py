@@ -1,7 +1,8 @@
 """Set up QuantDesk in ./.venv and run it, or run its tests.
 
     python3 bootstrap.py run [ARGS...]   # create .venv, install, start the app (ARGS go to quantdesk)
-    python3 bootstrap.py test [ARGS...]  # create .venv, install with test extras, run ruff + pytest
+    python3 bootstrap.py test [ARGS...]  # create .venv, install test extras; ruff, mypy, import
+                                         # contracts, then pytest
 
 Works the same on Linux, macOS and Windows with Python 3.10+ and a C/C++ compiler (llama-cpp-python
 builds from source the first time; pip caches the wheel afterwards).  Re-installs only when
@@ -30,12 +31,17 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 _X86_CMAKE_ARGS = (
     "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 )
+# Every build carries llama.cpp's RPC backend: `quantdesk worker` and split models need it.
+RPC_CMAKE_ARGS = "-DGGML_RPC=ON"
 
 
 def _build_env() -> dict[str, str]:
     env = dict(os.environ)
-    if platform.machine().lower() in {"x86_64", "amd64"} and "CMAKE_ARGS" not in env:
-        env["CMAKE_ARGS"] = _X86_CMAKE_ARGS
+    if "CMAKE_ARGS" not in env:
+        x86 = platform.machine().lower() in {"x86_64", "amd64"}
+        env["CMAKE_ARGS"] = f"{_X86_CMAKE_ARGS} {RPC_CMAKE_ARGS}" if x86 else RPC_CMAKE_ARGS
+    elif "GGML_RPC" not in env["CMAKE_ARGS"]:
+        env["CMAKE_ARGS"] += f" {RPC_CMAKE_ARGS}"
     return env
 
 
@@ -71,9 +77,17 @@ def main(argv: list[str]) -> int:
     _ensure_venv("test")
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
-    rc = subprocess.call([str(PY), "-m", "ruff", "check", "."], cwd=ROOT, env=env)
-    if rc != 0:
-        return rc
+    checks = [
+        [str(PY), "-m", "ruff", "check", "."],
+        [str(PY), "-m", "ruff", "format", "--check", "."],
+        [str(PY), "-m", "mypy"],  # over app/, configured in pyproject.toml
+        [str(BIN / "lint-imports")],  # the layer contract (cli -> ui -> core), pyproject.toml
+    ]
+    for check in checks:
+        print("$", " ".join(Path(c).name if i == 0 else c for i, c in enumerate(check)), flush=True)
+        rc = subprocess.call(check, cwd=ROOT, env=env)
+        if rc != 0:
+            return rc
     return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
 
 

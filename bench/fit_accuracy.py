@@ -353,7 +353,8 @@ def _accuracy(quants: list[str], contexts: list[int], cg: Cgroup | None, fill: b
 
 def repo_timing() -> None:
     """Plan every variant of a repo served by the loopback Hub imitation: cold, then warm."""
-    from app.cli.plan import plan_repo
+    from app.cli.plan import variant_sources
+    from app.core.planning import Planner
     from app.core.recommend import budget_for
     from tests.hub_fixtures import TINY_REPO, tiny_repo_files
     from tests.hubsim import HubSim
@@ -375,11 +376,12 @@ def repo_timing() -> None:
         )
         for repo in repos:
             for label in ("cold", "warm"):
-                runner = DryRunner()
+                planner = Planner()
                 t0 = time.perf_counter()
-                rec = plan_repo(repo, budget, 4096, "f16", False, runner)
+                rec = planner.recommend_sources(variant_sources(repo), 4096, budget=budget)
                 took = time.perf_counter() - t0
-                runner.close()
+                planner.close()
+                runner = planner.runner
                 served = sum(v for k, v in hub.bytes_served.items() if k.startswith(repo))
                 total = sum(v.size_bytes for v in rec.variants)
                 print(

@@ -114,8 +114,8 @@ def stream(tokens: int, rate: float, real: bool) -> dict[str, object]:
 
     from app.core.engine.protocol import GenerationStats, LoadedInfo
     from app.ui.app import make_application
-    from app.ui.chat_view import ChatView
     from app.ui.main_window import MainWindow
+    from app.ui.pages.chat.view import ChatView
 
     qapp = make_application([])
     window = MainWindow()

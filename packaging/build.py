@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGING = ROOT / "packaging"
 BACKENDS = ("cpu", "cuda", "metal")
 sys.path.insert(0, str(ROOT))
-from bootstrap import _X86_CMAKE_ARGS  # noqa: E402 - one definition of the portable x86 flags
+from bootstrap import _X86_CMAKE_ARGS, RPC_CMAKE_ARGS  # noqa: E402 - one definition of the portable x86 flags
 
 
 def default_backend(system: str | None = None, machine: str | None = None) -> str:
@@ -54,6 +54,7 @@ def cmake_args(backend: str, system: str | None = None, machine: str | None = No
         raise ValueError("CUDA does not run on macOS: use --backend metal or cpu")
     # A bundle runs on other people's machines: never tune the CPU code for the build machine.
     flags = [_X86_CMAKE_ARGS] if machine in {"x86_64", "amd64"} else ["-DGGML_NATIVE=OFF"]
+    flags.append(RPC_CMAKE_ARGS)
     if backend == "cuda":
         flags.append("-DGGML_CUDA=ON")  # without GGML_NATIVE, for every common GPU architecture
     elif backend == "metal":

@@ -6,6 +6,10 @@ import json
 import sys
 from typing import Any
 
+from app.core.units import human_bytes
+
+__all__ = ["fail", "human_bytes", "print_json"]
+
 
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
@@ -15,11 +19,3 @@ def print_json(obj: Any) -> None:
 def fail(message: str, code: int = 1) -> int:
     print(f"quantdesk: error: {message}", file=sys.stderr)
     return code
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"

@@ -2,35 +2,34 @@
 
 ``plan`` takes a local .gguf or an http(s) URL (only the header is read).  ``recommend`` takes a Hub
 repo id (variants listed by app.core.hub, headers read over HTTP Range) or a local folder of
-variants.  Both run llama.cpp dry runs in one engine child; budgets come from this machine unless
-``--ram-budget`` / ``--vram-budget`` ask "what if".
+variants.  Both go through the core planner (``app.core.planning``); budgets come from this machine
+unless ``--ram-budget`` / ``--vram-budget`` ask "what if".
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from app.cli.common import fail, human_bytes, print_json
-from app.core.dryrun import DryRunner
-from app.core.fit import KV_TYPES, Budget, OffloadPlan, plan_offload
-from app.core.gguf_header import GGUFError, ModelSpec, read_spec
-from app.core.hardware import HardwareProfile, detect
-from app.core.recommend import Recommendation, budget_for, fit_variant, recommend
+from app.core.errors import QuantDeskError
+from app.core.fit import KV_TYPES, Budget, OffloadPlan
+from app.core.gguf_header import GGUFError, ModelSpec
+from app.core.hardware import HardwareProfile
+from app.core.planning import Planner, PlanOptions
+from app.core.units import parse_size
 
 _FIRST_OR_SINGLE = re.compile(r"(?<!-\d{5}-of-\d{5})\.gguf$|-00001-of-\d{5}\.gguf$", re.IGNORECASE)
 
 
 def _bytes(text: str) -> int:
-    """``12G``, ``512M``, ``8GiB`` or plain bytes."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use bytes, or e.g. 12G, 512M)")
-    scale = 1024 ** "BKMGT".index(m.group(2).upper() or "B")
-    return int(float(m.group(1)) * scale)
+    """``12G``, ``512M``, ``8GiB`` or plain bytes (argparse's type)."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -56,9 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run_recommend)
 
 
-def _budget(args: argparse.Namespace) -> tuple[HardwareProfile, Budget]:
-    profile = detect()
-    return profile, budget_for(profile, args.ram_budget, args.vram_budget)
+def _budget(planner: Planner, args: argparse.Namespace) -> Budget:
+    return planner.budget(args.ram_budget, args.vram_budget)
 
 
 def _budget_json(b: Budget) -> dict[str, Any]:
@@ -74,20 +72,16 @@ def _budget_json(b: Budget) -> dict[str, Any]:
 def run_plan(args: argparse.Namespace) -> int:
     if args.ctx < 1:
         return fail("--ctx must be a positive number of tokens")
-    try:
-        spec = read_spec(args.model)
-    except GGUFError as exc:
-        return fail(str(exc))
-    profile, budget = _budget(args)
-    with DryRunner() as runner:
+    options = PlanOptions(args.cache_type, args.cache_type)
+    with Planner() as planner:
         try:
-            fn = runner.dry_fn(
-                args.model, spec, args.cache_type, args.cache_type, profile.gpu_build
-            )
-            offload = plan_offload(spec, budget, fn, args.ctx, args.cache_type, args.cache_type)
-        except (GGUFError, OSError) as exc:
+            spec = planner.spec(args.model)
+            budget = _budget(planner, args)
+            offload = planner.fit(args.model, args.ctx, options=options, budget=budget).offload
+            profile = planner.profile()
+        except GGUFError as exc:
             return fail(str(exc))
-        except Exception as exc:  # EngineError: llama.cpp refused the header
+        except (QuantDeskError, OSError) as exc:  # EngineError: llama.cpp refused the header
             return fail(f"llama.cpp could not plan this model: {exc}")
     out = {
         "model": args.model,
@@ -147,37 +141,26 @@ def _hub_variants(repo: str) -> list[tuple[str, str, dict[str, str] | None]]:
     ]
 
 
-def plan_repo(
-    repo: str, budget: Budget, n_ctx: int, cache_type: str, gpu_build: bool, runner: DryRunner
-) -> Recommendation:
-    """Recommendation for every variant of a Hub repo or a local folder (headers read in parallel)."""
+def variant_sources(repo: str) -> list[tuple[str, str, dict[str, str] | None]]:
+    """``(name, path or URL, request headers)`` of each variant of a Hub repo or a local folder."""
     folder = Path(repo)
     sources = _local_variants(folder) if folder.is_dir() else _hub_variants(repo)
     if not sources:
         raise GGUFError(f"no .gguf variants in {repo}")
-
-    def header(item: tuple[str, str, dict[str, str] | None]) -> ModelSpec:
-        return read_spec(item[1], headers=item[2])
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        specs = list(pool.map(header, sources))
-    fits = []
-    for (name, source, headers), spec in zip(sources, specs, strict=True):
-        fn = runner.dry_fn(source, spec, cache_type, cache_type, gpu_build, headers)
-        fits.append(fit_variant(name, spec, fn, budget, n_ctx, cache_type, cache_type))
-    return recommend(fits, budget)
+    return sources
 
 
 def run_recommend(args: argparse.Namespace) -> int:
     if args.ctx < 1:
         return fail("--ctx must be a positive number of tokens")
-    profile, budget = _budget(args)
-    with DryRunner() as runner:
+    options = PlanOptions(args.cache_type, args.cache_type)
+    with Planner() as planner:
         try:
-            rec = plan_repo(args.repo, budget, args.ctx, args.cache_type, profile.gpu_build, runner)
-        except GGUFError as exc:
-            return fail(str(exc))
-        except Exception as exc:  # HubError and friends carry a message for people
+            budget = _budget(planner, args)
+            rec = planner.recommend_sources(
+                variant_sources(args.repo), args.ctx, options=options, budget=budget
+            )
+        except QuantDeskError as exc:  # GGUFError, HubError, EngineError: messages for people
             return fail(str(exc))
     if args.json:
         print_json({**rec.to_json(), "n_ctx": args.ctx, "budget": _budget_json(budget)})

@@ -5,7 +5,7 @@ loads, streamed text pieces, finished replies, progress -- and ends with :class:
 the :class:`CompareReport`.  It checks a cancel token (anything with ``is_set()``) at each step.
 
 Each variant runs in its own engine process.  Variants run at the same time when the fit plan says
-they fit in memory together, one after another otherwise (:func:`plan_mode` says which and why).
+they fit in memory together, one after another otherwise (the core planner says which and why).
 Quality (app.core.quality): the reference's reply is teacher-forced through every variant in its
 engine child and the next-token distributions are compared; the same over the reference text in
 ``resources/eval``.  In sequential mode the reference runs first and its compressed distributions
@@ -20,9 +20,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from app.core import paths
+from app.core.cancel import CancelToken
 from app.core.compare_report import CompareReport, VariantResult
 from app.core.engine.client import Engine, EngineError
 from app.core.engine.protocol import (
@@ -32,20 +33,19 @@ from app.core.engine.protocol import (
     ScoreRequest,
     TokenizeRequest,
 )
+from app.core.errors import ErrorKind, QuantDeskError
 from app.core.gguf_header import GGUFError, ModelSpec, read_local
+from app.core.planning import Planner, RunPlan
 from app.core.quality import DEFAULT_TOP_K, Drift, ScoreResult
 from app.core.taskeval import PromptItem, build_task_report
 
 REFERENCE_TEXT = "eval/reference.txt"
-_PROCESS_OVERHEAD = 160 * (1 << 20)  # an engine child with Python and llama.cpp loaded, no model
 
 
-class CancelLike(Protocol):
-    def is_set(self) -> bool: ...
-
-
-class CompareError(Exception):
+class CompareError(QuantDeskError):
     """The comparison cannot start (bad file, too few variants); the message says why."""
+
+    default_kind = ErrorKind.REQUEST
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,6 @@ class CompareOptions:
     mode: str | None = None  # force "parallel" or "sequential"
     threshold_pct: float = 5.0
     n_threads: int | None = None
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Parallel or sequential, and the figures behind the choice."""
-
-    mode: str
-    reason: str
-    need_bytes: list[int]
-    budget_bytes: int
 
 
 # ---- events ---------------------------------------------------------------------------------
@@ -155,64 +145,6 @@ def describe(path: str | Path) -> Variant:
 def pick_reference(variants: list[Variant]) -> int:
     """The highest-precision variant: most bits per weight (F32 > F16/BF16 > Q8_0 > ...)."""
     return max(range(len(variants)), key=lambda i: variants[i].spec.bits_per_weight)
-
-
-def _need_bytes(variant: Variant, n_ctx: int, dry_fn: Callable[..., Any] | None) -> int:
-    """Resident memory one engine child needs: the fit plan (a dry run), or a header estimate."""
-    from app.core import fit
-
-    if dry_fn is not None:
-        try:
-            dry = dry_fn(variant.path, variant.spec)(n_ctx, 0)
-            return fit.plan_memory(variant.spec, dry, n_ctx).ram_bytes
-        except (EngineError, GGUFError, OSError):
-            pass  # fall back to the estimate below: a plan must not stop the comparison
-    logits = 4 * 512 * variant.spec.n_vocab
-    return (
-        variant.spec.weights_bytes + fit.kv_bytes(variant.spec, n_ctx) + logits + _PROCESS_OVERHEAD
-    )
-
-
-def plan_mode(
-    variants: list[Variant],
-    n_ctx: int,
-    budget_bytes: int | None = None,
-    dry_fn: Callable[..., Any] | None | str = "auto",
-) -> RunPlan:
-    """Parallel when every variant's plan fits the budget together, sequential otherwise.
-
-    ``dry_fn`` is "auto" (the fit plan, from llama.cpp dry runs in a child, cached on disk), a
-    DryRunner-style ``dry_fn(path, spec)``, or None for an estimate from the header alone.
-    """
-    import psutil
-
-    from app.core.fit import DEFAULT_RAM_MARGIN
-
-    if dry_fn == "auto":
-        from app.core.dryrun import DryRunner
-
-        with DryRunner() as runner:
-            need = [_need_bytes(v, n_ctx, runner.dry_fn) for v in variants]
-    else:
-        need = [_need_bytes(v, n_ctx, dry_fn) for v in variants]  # type: ignore[arg-type]
-    if budget_bytes is None:
-        budget = max(0, psutil.virtual_memory().available - DEFAULT_RAM_MARGIN)
-        source = "available memory less a margin"
-    else:
-        budget, source = budget_bytes, "the memory budget"
-    total = sum(need)
-    if total <= budget:
-        reason = f"together they need {_gib(total)}, within {_gib(budget)} ({source})"
-        return RunPlan("parallel", reason, need, budget)
-    reason = (
-        f"together they need {_gib(total)} but {source} is {_gib(budget)}: "
-        "one after another, each unloaded before the next loads"
-    )
-    return RunPlan("sequential", reason, need, budget)
-
-
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 28 else f"{n / (1 << 20):.0f} MiB"
 
 
 def reference_text(options: CompareOptions) -> str:
@@ -314,7 +246,7 @@ class _Run:
         items: list[PromptItem],
         ref: int,
         options: CompareOptions,
-        cancel: CancelLike | None,
+        cancel: CancelToken | None,
     ) -> None:
         self.slots = [_Slot(i, v) for i, v in enumerate(variants)]
         self.items = items
@@ -456,14 +388,15 @@ def run_compare(
     *,
     reference: str | Path | None = None,
     options: CompareOptions | None = None,
-    cancel: CancelLike | None = None,
+    cancel: CancelToken | None = None,
     task_errors: list[Any] | None = None,
-    dry_fn: Callable[..., Any] | None | str = "auto",
+    planner: Planner | None = None,
 ) -> Iterator[Event]:
     """Compare variants on ``items`` (one prompt, a conversation, or a task file's lines).
 
     ``reference`` is one of the paths (or another file, added to the run); by default the
-    highest-precision variant.  ``dry_fn``: see :func:`plan_mode`.
+    highest-precision variant.  ``planner`` decides parallel or sequential (the caller's, or one
+    made for this run).
     """
     options = options or CompareOptions()
     if not items:
@@ -486,7 +419,12 @@ def run_compare(
             "these files have different vocabularies (not variants of one model): "
             + ", ".join(f"{v.label}: {v.spec.n_vocab}" for v in variants)
         )
-    plan = plan_mode(variants, options.n_ctx, options.memory_budget, dry_fn)
+    files = [(v.path, v.spec) for v in variants]
+    if planner is None:
+        with Planner() as own:
+            plan = own.plan_compare(files, options.n_ctx, options.memory_budget)
+    else:
+        plan = planner.plan_compare(files, options.n_ctx, options.memory_budget)
     if options.mode in ("parallel", "sequential") and options.mode != plan.mode:
         plan = replace(
             plan, mode=options.mode, reason=f"{options.mode} as requested; {plan.reason}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.taskeval import TaskReport
+from app.core.units import human_bytes
 
 _QUALITY_KEYS = ("kld_mean", "kld_p99", "top1_agreement", "perplexity", "positions")
 
@@ -182,7 +183,7 @@ def format_cell(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
     if key in ("size_bytes", "peak_rss_bytes"):
-        return f"{value / (1 << 20):.1f} MiB"
+        return human_bytes(value)
     if key in ("kld_mean", "text_kld_mean"):
         return f"{value:.4f}"
     if key in ("top1_agreement", "text_top1_agreement", "task_score"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -86,13 +87,19 @@ class DryRunner:
         source: str | Path,
         spec: ModelSpec | None = None,
         headers: dict[str, str] | None = None,
+        reader: Callable[[str], ModelSpec] | None = None,
     ) -> tuple[Path, str]:
-        """A local path llama.cpp can open for ``source`` and the digest of its header."""
+        """A local path llama.cpp can open for ``source`` and the digest of its header.
+
+        ``reader`` reads one shard's header by URL (the planner passes its cache, so a split model's
+        shards are read once, not on every plan).
+        """
         text = str(source)
         if text.startswith(("http://", "https://")):
             urls = shard_urls(text)
+            read = reader or (lambda u: read_url(u, headers=headers))
             specs = [spec] if spec is not None and len(urls) == 1 and spec.raw_header else None
-            specs = specs or [read_url(u, headers=headers) for u in urls]
+            specs = specs or [read(u) for u in urls]
             digest = _digest(b"".join(s.raw_header for s in specs))
             folder = paths.cache_dir() / "headers" / digest[:16]
             paths_ = [
@@ -148,13 +155,14 @@ class DryRunner:
         type_v: str = "f16",
         gpu_build: bool = False,
         headers: dict[str, str] | None = None,
+        reader: Callable[[str], ModelSpec] | None = None,
     ) -> DryRunFn:
         """A ``(n_ctx, n_gpu_layers) -> DryRun`` for the planner.
 
         On a build without a GPU backend the offload does not change what llama.cpp reserves, so
         one dry run per context serves every ``n_gpu_layers`` (fit.py estimates the GPU side).
         """
-        path, digest = self.prepare(source, spec, headers)
+        path, digest = self.prepare(source, spec, headers, reader)
 
         def fn(n_ctx: int, n_gpu_layers: int) -> DryRun:
             ngl = n_gpu_layers if gpu_build else 0

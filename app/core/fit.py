@@ -27,22 +27,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from app.core.gguf_header import ModelSpec
+from app.core.llama_log import KV_TYPES
+from app.core.units import human_bytes
 
 GIB = 1 << 30
 MIB = 1 << 20
 CTX_STEP = 256  # llama.cpp pads the KV cache to 256 cells
-# (elements per block, bytes per block) of the KV cache types llama.cpp accepts.
-KV_TYPES: dict[str, tuple[int, int]] = {
-    "f32": (1, 4),
-    "f16": (1, 2),
-    "bf16": (1, 2),
-    "q8_0": (32, 34),
-    "q4_0": (32, 18),
-    "q4_1": (32, 20),
-    "q5_0": (32, 22),
-    "q5_1": (32, 24),
-    "iq4_nl": (32, 18),
-}
 # CPU "extra" buffer types: which weight types llama.cpp copies into them, and the size of the copy
 # relative to the file bytes.  CPU_REPACK follows ggml-cpu's repack.cpp (which type has a repacked
 # kernel for which CPU features); AMX was measured on an AMX build (Q8_0 grows by 4 bytes per
@@ -123,7 +113,8 @@ def pad_ctx(n_ctx: int) -> int:
 
 def _row(type_name: str, n: int) -> int:
     try:
-        block, size = KV_TYPES[type_name.lower()]
+        kv = KV_TYPES[type_name.lower()]
+        block, size = kv.block, kv.block_bytes
     except KeyError:
         raise ValueError(
             f"unknown KV cache type {type_name!r} (use one of {', '.join(KV_TYPES)})"
@@ -348,12 +339,12 @@ def plan_memory(
     peak = ram + (w_cpu - mapped) + w_gpu
     if work:
         notes.append(
-            f"CPU compute includes {_mib(work)} of ggml work buffer (attention at a full batch and "
+            f"CPU compute includes {human_bytes(work)} of ggml work buffer (attention at a full batch and "
             "context, converted to f16) that llama.cpp allocates outside its reported buffers"
         )
     if repacked:
         notes.append(
-            f"{_mib(repacked)} of weights are repacked by llama.cpp into anonymous memory "
+            f"{human_bytes(repacked)} of weights are repacked by llama.cpp into anonymous memory "
             f"({', '.join(dry.extra_buffers)}); their file pages are not needed after loading"
         )
     return MemoryPlan(
@@ -380,10 +371,6 @@ def plan_memory(
         peak_ram_bytes=peak,
         notes=notes,
     )
-
-
-def _mib(n: int) -> str:
-    return f"{n / MIB:.0f} MiB"
 
 
 @dataclass(frozen=True)
@@ -515,8 +502,8 @@ def plan_offload(
         best = max_context(spec, budget, dry_fn, None, type_k, type_v)
         need = cpu.ram_bytes
         reason = (
-            f"needs {_gib(need)} of RAM at {n_ctx} tokens of context but the budget allows "
-            f"{_gib(budget.ram_usable)}"
+            f"needs {human_bytes(need)} of RAM at {n_ctx} tokens of context but the budget allows "
+            f"{human_bytes(budget.ram_usable)}"
         )
         if best:
             reason += f"; it would fit with a context of {best} tokens"
@@ -525,21 +512,17 @@ def plan_offload(
     if ngl >= total:
         verdict = "full_gpu"
         where = "unified memory" if budget.unified else "VRAM"
-        reason = f"all {total} layers fit in {where} ({_gib(plan.vram_bytes)} of {_gib(budget.vram_usable)} usable)"
+        reason = f"all {total} layers fit in {where} ({human_bytes(plan.vram_bytes)} of {human_bytes(budget.vram_usable)} usable)"
     elif ngl > 0:
         verdict = "partial_gpu"
         reason = (
-            f"{ngl} of {total} layers fit in VRAM ({_gib(plan.vram_bytes)}); the rest runs on the "
-            f"CPU from {_gib(plan.ram_bytes)} of RAM"
+            f"{ngl} of {total} layers fit in VRAM ({human_bytes(plan.vram_bytes)}); the rest runs on the "
+            f"CPU from {human_bytes(plan.ram_bytes)} of RAM"
         )
     else:
         verdict = "cpu"
-        reason = f"runs on the CPU in {_gib(plan.ram_bytes)} of RAM"
+        reason = f"runs on the CPU in {human_bytes(plan.ram_bytes)} of RAM"
         if budget.vram_usable:
             reason += " (not even one layer fits the GPU budget)"
     max_ctx = max_context(spec, budget, dry_fn, ngl, type_k, type_v)
     return OffloadPlan(verdict, plan, max(max_ctx, 0), reason)
-
-
-def _gib(n: int) -> str:
-    return f"{n / GIB:.1f} GiB" if abs(n) >= GIB else f"{n / MIB:.0f} MiB"

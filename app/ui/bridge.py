@@ -20,27 +20,11 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
+from app.core.cancel import CancelToken
+
+__all__ = ["CancelToken", "LatestTask", "Task", "TaskRunner"]
+
 THREAD_NAME = "quantdesk-task"
-
-
-class CancelToken:
-    """A flag a core generator checks at each step (a threading.Event with a friendlier name)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def set(self) -> None:
-        self._event.set()
 
 
 class Task(QObject):

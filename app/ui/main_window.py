@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
-from PySide6.QtCore import QByteArray, QObject, Qt, Signal
+from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -29,77 +26,36 @@ from PySide6.QtWidgets import (
 
 import app
 from app.core import paths
-from app.ui.bridge import TaskRunner
+from app.core.planning import Planner
+from app.ui.context import AppContext
 from app.ui.widgets.cards import PlainLabel
 from app.ui.widgets.icon import app_icon
 from app.ui.widgets.style import apply_style
 
 PAGES: list[tuple[str, str]] = [
     ("Hardware", "app.ui.pages.hardware:HardwarePage"),
-    ("Models", "app.ui.pages.models:ModelsPage"),
+    ("Models", "app.ui.pages.models.page:ModelsPage"),
     ("Downloads", "app.ui.pages.downloads:DownloadsPage"),
     ("Library", "app.ui.pages.library:LibraryPage"),
-    ("Chat", "app.ui.pages.chat:ChatPage"),
-    ("Compare", "app.ui.compare_view:CompareView"),
+    ("Chat", "app.ui.pages.chat.page:ChatPage"),
+    ("Compare", "app.ui.pages.compare.page:CompareView"),
     ("Settings", "app.ui.pages.settings:SettingsPage"),
 ]
-
-T = TypeVar("T")
-
-
-class AppEvents(QObject):
-    """Window-wide events pages publish and observe, so pages need not know each other.
-
-    Signals:
-        library_changed(): a model entered or left the library (download done, import, delete).
-        downloads_changed(): a transfer started, ended or changed state.
-        settings_changed(): the user saved settings.
-        hardware_changed(): the Hardware page detected the machine again (free memory changed).
-    """
-
-    library_changed = Signal()
-    downloads_changed = Signal()
-    settings_changed = Signal()
-    hardware_changed = Signal()
-
-
-class AppContext:
-    """What every page shares: the task runner, window-wide events and the main window."""
-
-    def __init__(self, window: MainWindow) -> None:
-        self.window = window
-        self.runner = TaskRunner(window)
-        self.events = AppEvents(window)
-        self.services: dict[str, Any] = {}  # shared objects pages create once (library, chats...)
-        self._services_lock = threading.RLock()
-
-    def service(self, name: str, factory: Callable[[], T]) -> T:
-        """The shared object ``name``, created by ``factory`` on first use (any thread)."""
-        with self._services_lock:
-            if name not in self.services:
-                self.services[name] = factory()
-            return self.services[name]
-
-    def set_service(self, name: str, value: Any) -> None:
-        """Replace a shared object (e.g. a freshly detected hardware profile)."""
-        with self._services_lock:
-            self.services[name] = value
 
 
 class MainWindow(QMainWindow):
     """QuantDesk's main window."""
 
-    def __init__(self) -> None:
+    def __init__(self, planner: Planner | None = None) -> None:
         super().__init__()
         apply_style()
         self.setWindowTitle(f"{app.APP_NAME}")
         self.setWindowIcon(app_icon())
         self.resize(1280, 800)
-        self.context = AppContext(self)
+        self.context = AppContext(self, self._page_of, planner)
         # Settings first: loading them applies the theme before any page is drawn.
-        from app.ui.settings_service import shared_settings
-
-        shared_settings(self.context)
+        _ = self.context.settings
+        self.context.events.badge_changed.connect(self.set_badge)
         self._closed = False
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")
@@ -165,6 +121,14 @@ class MainWindow(QMainWindow):
             self.pages[title] = widget
         return self.pages[title]
 
+    def _page_of(self, cls: type[QWidget], show: bool) -> QWidget:
+        """The page whose class is ``cls`` (for :class:`app.ui.context.Commands`)."""
+        for title, target in PAGES:
+            module_name, cls_name = target.split(":")
+            if cls.__module__ == module_name and cls.__name__ == cls_name:
+                return self.show_page(title) if show else self.page(title)
+        raise KeyError(f"no page of class {cls.__name__}")
+
     def show_page(self, title: str) -> QWidget:
         index = [t for t, _ in PAGES].index(title)
         self.sidebar.setCurrentRow(index)
@@ -201,10 +165,7 @@ class MainWindow(QMainWindow):
 
     def new_chat(self) -> None:
         """Ctrl+N: go to the Chat page and start a new conversation there."""
-        page = self.show_page("Chat")
-        start = getattr(page, "new_chat", None)
-        if start is not None:
-            start()
+        self.context.commands.new_chat()
 
     def show_about(self) -> None:
         from app.ui.about import AboutDialog
@@ -243,10 +204,7 @@ class MainWindow(QMainWindow):
             if shutdown is not None:
                 shutdown()
         self.context.runner.shutdown()
-        for service in self.context.services.values():
-            close = getattr(service, "close", None)
-            if close is not None:
-                close()
+        self.context.close()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         """Stop everything before the window goes: tasks, downloads, engine processes."""

@@ -1,30 +1,16 @@
-"""The one :class:`~app.core.settings.Settings` object the window's pages share, and the theme.
+"""The window's theme: light, dark or the system's, applied to the running QApplication.
 
-Pages read it with :func:`shared_settings`; the Settings page changes it, saves it and emits
-``context.events.settings_changed`` so other pages can apply what concerns them.
+Pages read the settings as ``context.settings`` (:class:`app.ui.context.AppContext`); the Settings
+page changes them, saves them and emits ``context.events.settings_changed`` so other pages can
+apply what concerns them.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
-from app.core.settings import Settings
-
 _SCHEMES = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}
-
-
-def shared_settings(context: Any) -> Settings:
-    """The window's settings, loaded from disk on first use (which also applies the theme)."""
-
-    def load() -> Settings:
-        settings = Settings.load()
-        apply_theme(settings.theme)
-        return settings
-
-    return context.service("settings", load)
 
 
 def apply_theme(theme: str) -> None:

@@ -274,7 +274,7 @@ def test_copy_puts_the_message_on_the_clipboard(make_window, qtbot):
 
 
 def test_long_conversation_opens_with_the_latest_messages_first(make_window, qtbot):
-    from app.ui.chat_view import SHOWN_AT_ONCE
+    from app.ui.pages.chat.view import SHOWN_AT_ONCE
 
     store = ChatStore()
     conv = store.create(title="Long one")

@@ -6,8 +6,8 @@ import pytest
 from PySide6.QtGui import QTextDocument
 
 from app.core.chats import ChatStore
-from app.ui.chat_view import ChatView
 from app.ui.markdown import render, split_stable
+from app.ui.pages.chat.view import ChatView
 
 HOSTILE = (
     "Hi <script>alert('x')</script> there\n\n"
@@ -154,7 +154,7 @@ def test_force_split_keeps_long_blocks_bounded_and_code_shaded():
 
 
 def test_a_reply_without_paragraph_breaks_renders_in_bounded_pieces(qtbot):
-    from app.ui import chat_view
+    from app.ui.pages.chat import view as chat_view
 
     view = ChatView()
     qtbot.addWidget(view)
@@ -176,7 +176,7 @@ def test_links_ask_before_opening_and_only_for_web_addresses(qtbot, monkeypatch)
     from PySide6.QtCore import QUrl
 
     from app.ui.main_window import MainWindow
-    from app.ui.pages import chat
+    from app.ui.pages.chat import page as chat
 
     asked: list[str] = []
     opened: list[QUrl] = []

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     received = []
     sink = received.append
     if "--chat-view" in sys.argv:
-        from app.ui.chat_view import ChatView
+        from app.ui.pages.chat.view import ChatView
         view = ChatView()
         view.begin_stream(1)
         sink = view.append_token

@@ -7,7 +7,7 @@ import json
 
 from app.core.compare import CompareOptions, Progress, ReplyDone, TextPiece, VariantLoaded
 from app.core.compare_report import COLUMNS
-from app.ui.compare_view import CompareView, show_compare
+from app.ui.pages.compare.page import CompareView
 
 QUICK = CompareOptions(max_tokens=200, reference_text_max_tokens=600)
 
@@ -21,7 +21,9 @@ def test_panes_stream_side_by_side_and_the_table_fills_in(
     window, qtbot, tiny_models, tiny_f16, tmp_path
 ):
     paths = [tiny_models["Q2_K"], tiny_f16, tiny_models["Q8_0"]]
-    view = show_compare(window, paths)
+    window.context.commands.open_compare(paths)
+    view = window.page("Compare")
+    assert isinstance(view, CompareView)
     assert isinstance(view, CompareView) and window.current_title() == "Compare"
     assert view.models() == [str(p) for p in paths]
     view.prompt_edit.setText("Tell me about the water and the people.")

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.core.chats import ChatStore
 from app.ui.main_window import MainWindow
-from app.ui.pages.model_table import COL_ACTION, COL_FIT, COL_QUANT
+from app.ui.pages.models.table import COL_ACTION, COL_FIT, COL_QUANT
 from app.ui.widgets.badges import BADGE_ROLE
 from tests.hub_fixtures import TINY_REPO
 

@@ -38,7 +38,7 @@ def test_gpu_with_cpu_only_build_shows_the_fix(window, qtbot):
         detect(), gpus=gpus, llama_backends=["cpu"], warnings=build_warnings(gpus, ["cpu"])
     )
     page = window.show_page("Hardware")
-    window.context.set_service("hardware", profile)
+    window.context.planner.set_profile(profile)
     page.refresh(redetect=False)
     qtbot.waitUntil(lambda: page.profile is profile, timeout=30_000)
     assert len(page.banners) == 1
@@ -64,7 +64,7 @@ def test_refresh_runs_off_the_gui_thread_and_replaces_the_shared_profile(window,
     assert page.status.text() == "Detecting…" and not page.refresh_button.isEnabled()
     qtbot.waitUntil(lambda: page.profile is not first, timeout=30_000)
     assert page.refresh_button.isEnabled()
-    assert window.context.services["hardware"] is page.profile
+    assert window.context.hardware() is page.profile
 
 
 def test_refresh_replans_the_models_page(window, qtbot, hub):

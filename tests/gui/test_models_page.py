@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QLabel, QPushButton
 
 from app.core.hardware import GpuInfo, detect
 from app.core.hub import RepoSummary
-from app.ui.pages.model_table import COL_ACTION, COL_FIT, COL_QUANT, fit_badge
+from app.ui.pages.models.table import COL_ACTION, COL_FIT, COL_QUANT, fit_badge
 from app.ui.widgets.badges import BADGE_ROLE
 from tests.hub_fixtures import TINY_REPO
 
@@ -106,7 +106,7 @@ def test_variant_that_does_not_fit_asks_before_downloading(window, qtbot, hub):
     # A 4 GB laptop as data (issue 3 plans against given profiles the same way): nothing fits
     # when only a few MB are free.
     profile = dataclasses.replace(detect(), ram_available_bytes=1 << 20, gpus=[])
-    window.context.set_service("hardware", profile)
+    window.context.planner.set_profile(profile)
     page = window.show_page("Models")
     page.open_repo(TINY_REPO)
     _wait_planned(qtbot, page)
@@ -193,7 +193,7 @@ def test_gpu_profile_shows_partial_offload_and_a_vram_bar(window, qtbot, hub):
     # (~2.2 MB each with their KV cache), not all of them.
     gpu = GpuInfo("Test GPU", "cuda", 2 << 30, (1 << 30) + (48 << 20), "test")
     profile = dataclasses.replace(detect(), gpus=[gpu], llama_backends=["cpu", "cuda"])
-    window.context.set_service("hardware", profile)
+    window.context.planner.set_profile(profile)
     page = window.show_page("Models")
     page.open_repo(TINY_REPO)
     _wait_planned(qtbot, page)
@@ -227,3 +227,24 @@ def test_gated_repo_says_what_to_do(window, qtbot, hub):
     assert page.table_model.index(0, COL_FIT).data(BADGE_ROLE)[0] == "unknown"
     page.table.selectRow(0)
     assert "gated" in page.details.reason.text()
+
+
+def test_moving_the_context_over_a_split_model_sends_no_new_request(window, qtbot, hub):
+    page = window.show_page("Models")
+    page.open_repo(TINY_REPO)
+    _wait_planned(qtbot, page)
+    qtbot.waitUntil(lambda: not page.busy, timeout=PLAN_TIMEOUT_MS)
+    f16 = next(v for v in page.table_model.variants if v.quant == "F16")
+    assert f16.shards == 3
+    shard_gets = [r for r in hub.requests if "/resolve/" in r[1] and "F16-0000" in r[1]]
+    assert len(shard_gets) >= 3  # each shard's header was read once
+    before = len(hub.requests)
+    for n_ctx in (1024, 3072, 2048):  # three moves of the slider, each planned
+        page.set_context(n_ctx)
+        page.replan()
+        _wait_planned(qtbot, page, n_ctx)
+        qtbot.waitUntil(lambda: not page.busy, timeout=PLAN_TIMEOUT_MS)
+        fit = page.table_model.fits[f16.file]
+        assert fit.fit is not None and fit.offload.plan.n_ctx == n_ctx
+    new = hub.requests[before:]
+    assert new == [], new  # headers come from the planner's cache: no request at all

@@ -6,6 +6,7 @@ import pytest
 
 from app.core.dryrun import DryRunner
 from app.core.engine import Engine
+from app.core.planning import Planner
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +18,10 @@ def runner(tmp_path_factory):
     r = DryRunner(engine=engine, cache_path=folder / "cache.json")
     yield r
     engine.close()
+
+
+@pytest.fixture
+def planner(runner):
+    """The core planner over the module's dry-run engine (this machine's hardware profile)."""
+    with Planner(runner=runner) as p:
+        yield p

@@ -31,7 +31,6 @@ SHORT_TEXT = CompareOptions(max_tokens=24, reference_text_max_tokens=1500)
 
 def _run(paths, items=PROMPT, **kw) -> tuple[list, CompareReport]:
     kw.setdefault("options", SHORT_TEXT)
-    kw.setdefault("dry_fn", None)  # header estimate: fast; the fit-plan path has its own test
     events = list(run_compare(paths, items, **kw))
     assert isinstance(events[-1], Finished)
     return events, events[-1].report
@@ -73,7 +72,7 @@ def test_the_reference_against_itself_gives_zero_and_full_agreement(tiny_models,
 def test_variants_that_do_not_fit_together_run_one_after_another(tiny_models, tiny_f16):
     paths = [tiny_models["Q4_K_M"], tiny_f16]
     opts = CompareOptions(max_tokens=8, reference_text_max_tokens=600, memory_budget=60 << 20)
-    events, report = _run(paths, options=opts, dry_fn="auto")  # the fit plan from dry runs
+    events, report = _run(paths, options=opts)  # the fit plan from dry runs
     plan = events[0]
     assert isinstance(plan, PlanReady) and plan.plan.mode == "sequential"
     assert report.mode == "sequential" and "memory budget" in report.mode_reason
@@ -86,7 +85,7 @@ def test_variants_that_do_not_fit_together_run_one_after_another(tiny_models, ti
     assert order == [("VariantLoaded", 1), ("ReplyDone", 1), ("VariantLoaded", 0), ("ReplyDone", 0)]
     assert report.results[0].reply["kld_mean"] > 0 and report.results[0].reference_text["positions"]
     roomy = CompareOptions(max_tokens=4, reference_text="", memory_budget=sum(plan.plan.need_bytes))
-    _, together = _run(paths, options=roomy, dry_fn="auto")
+    _, together = _run(paths, options=roomy)
     assert together.mode == "parallel"
 
 
@@ -131,7 +130,7 @@ def test_stop_ends_a_long_run_quickly_and_reports_what_ran(tiny_models, tiny_f16
     events = []
     for ev in run_compare(
         [tiny_f16, tiny_models["Q4_0"]], items, options=CompareOptions(max_tokens=400),
-        cancel=cancel, dry_fn=None,
+        cancel=cancel,
     ):  # fmt: skip
         events.append(ev)
         if isinstance(ev, TextPiece) and ev.item == 1:
@@ -145,7 +144,7 @@ def test_stop_ends_a_long_run_quickly_and_reports_what_ran(tiny_models, tiny_f16
 
 
 def test_walking_away_from_the_generator_stops_every_engine(tiny_models, tiny_f16):
-    gen = run_compare([tiny_f16, tiny_models["Q8_0"]], PROMPT, options=SHORT_TEXT, dry_fn=None)
+    gen = run_compare([tiny_f16, tiny_models["Q8_0"]], PROMPT, options=SHORT_TEXT)
     for ev in gen:
         if isinstance(ev, TextPiece):
             break

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from app.cli.plan import plan_repo
+from app.cli.plan import variant_sources
 from app.core.fit import GIB
 from app.core.gguf_header import read_local
 from app.core.recommend import budget_for
@@ -16,9 +16,9 @@ from tests.hub_fixtures import TINY_REPO
 VARIANT_KEYS = {"file", "quant", "size_bytes", "verdict", "n_gpu_layers", "ram_bytes", "vram_bytes"}
 
 
-def test_plan_a_hub_repo_reading_only_headers(hub, runner):
+def test_plan_a_hub_repo_reading_only_headers(hub, planner):
     budget = budget_for(None, ram_bytes=8 * GIB, vram_bytes=0)
-    rec = plan_repo(TINY_REPO, budget, 2048, "f16", False, runner)
+    rec = planner.recommend_sources(variant_sources(TINY_REPO), 2048, budget=budget)
     files = {v.file: v for v in rec.variants}
     assert set(files) == {
         "quantdesk-test-Q2_K.gguf",

@@ -20,11 +20,8 @@ from dataclasses import replace
 from app.core.engine.host import RequestError, State, current_rss
 from app.core.engine.protocol import DryRunRequest
 from app.core.fit import DryRun
+from app.core.llama_log import KV_TYPES, buffer_lines, kv_cache_sizes
 
-_MIB = 1024 * 1024
-_BUFFER = re.compile(r"(\S+)\s+(model|compute|output|KV) buffer size\s*=\s*([\d.]+)\s*MiB")
-_KV_SIZE = re.compile(r"llama_kv_cache(?:_\w+)?: size =\s*([\d.]+)\s*MiB \(\s*\d+ cells")
-_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 _HOST_MODEL_BUFFERS = {"CPU", "CPU_Mapped"}
 
 
@@ -32,7 +29,7 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
     lc = state.llama_cpp
     if not os.path.exists(req.path):
         raise RequestError(f"no such file: {req.path}", "load")
-    if req.type_k not in _KV_TYPES or req.type_v not in _KV_TYPES:
+    if req.type_k not in KV_TYPES or req.type_v not in KV_TYPES:
         raise RequestError(f"unknown KV cache type {req.type_k}/{req.type_v}")
     base = getattr(state, "dryrun_base_rss", None)
     if base is None and state.llm is None:
@@ -58,8 +55,8 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
             cp.n_ctx = req.n_ctx
             cp.n_batch = n_batch
             cp.n_ubatch = min(n_batch, req.n_ubatch)
-            cp.type_k = _KV_TYPES[req.type_k]
-            cp.type_v = _KV_TYPES[req.type_v]
+            cp.type_k = KV_TYPES[req.type_k].ggml_type
+            cp.type_v = KV_TYPES[req.type_v].ggml_type
             cp.flash_attn_type = (
                 lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
                 if req.type_v != "f16"
@@ -124,23 +121,15 @@ def parse_log(lines: list[str], base_rss: int = 0) -> DryRun:
     """Buffers from llama.cpp's log of one load (dry or real)."""
     compute: dict[str, int] = {}
     output = 0
-    kv = 0
     model_buffers: list[str] = []
-    for line in lines:
-        m = _BUFFER.search(line)
-        if m:
-            name, kind, mib = m.group(1), m.group(2), float(m.group(3))
-            size = int(round(mib * _MIB))
-            if kind == "compute":
-                compute[name] = compute.get(name, 0) + size
-            elif kind == "output":
-                output += size
-            elif kind == "model" and name not in model_buffers:
-                model_buffers.append(name)
-            continue
-        k = _KV_SIZE.search(line)
-        if k:
-            kv += int(round(float(k.group(1)) * _MIB))
+    for b in buffer_lines(lines):
+        if b.kind == "compute":
+            compute[b.device] = compute.get(b.device, 0) + b.nbytes
+        elif b.kind == "output":
+            output += b.nbytes
+        elif b.kind == "model" and b.device not in model_buffers:
+            model_buffers.append(b.device)
+    kv = sum(kv_cache_sizes(lines))
     extras = tuple(n for n in model_buffers if n not in _HOST_MODEL_BUFFERS and _host_extra(n))
     gpu = any(not (d.upper().startswith("CPU") or d.endswith("_Host")) for d in compute)
     return DryRun(

@@ -14,20 +14,19 @@ from collections.abc import Iterator
 from PySide6.QtCore import QObject, Qt, Slot
 from PySide6.QtWidgets import QPushButton, QScrollArea, QVBoxLayout, QWidget
 
+from app.core.cancel import CancelToken
 from app.core.download import (
     DownloadProgress,
     PendingDownload,
-    StopToken,
     discard,
     download,
     pending_downloads,
 )
 from app.core.hub import Variant
 from app.core.library import Library
-from app.ui.bridge import CancelToken, Task
-from app.ui.main_window import AppContext
+from app.ui.bridge import Task
+from app.ui.context import AppContext
 from app.ui.pages.download_row import ACTIVE_STATES, DownloadRow
-from app.ui.services import library
 from app.ui.widgets.cards import PageHeader, PlainLabel
 
 # Transfers at once: more only split the same bandwidth, and each holds a worker thread that chat
@@ -44,7 +43,7 @@ class DownloadItem(QObject):
         self.variant = variant
         self.row = DownloadRow(variant)
         self.task: Task | None = None
-        self.stop: StopToken | None = None
+        self.stop: CancelToken | None = None
         self.forget = False  # Cancel: delete the partial file once the transfer has stopped
         self.last: DownloadProgress | None = None
         self.row.pause_clicked.connect(self.pause)
@@ -75,7 +74,7 @@ class DownloadItem(QObject):
 
     def _run(self) -> None:
         self.forget = False
-        self.stop = StopToken()
+        self.stop = CancelToken()
         self.row.set_state("starting", "Starting…")
         variant, lib, stop = self.variant, self.page.library, self.stop
 
@@ -178,7 +177,7 @@ class DownloadsPage(QWidget):
 
     @property
     def library(self) -> Library:
-        return library(self.context)
+        return self.context.library()
 
     # --- public API (the Models page calls start_download) ------------------------------------
     def start_download(self, variant: Variant) -> DownloadItem:
@@ -240,13 +239,11 @@ class DownloadsPage(QWidget):
                 self.remove_item(item)
 
     def open_in_library(self, item: DownloadItem) -> None:
-        page = self.context.window.show_page("Library")
-        select = getattr(page, "select", None)
-        if select is not None and item.last is not None and item.last.model is not None:
-            select(item.last.model.path)
+        if item.last is not None and item.last.model is not None:
+            self.context.commands.reveal_in_library(item.last.model.path)
 
     def update_badge(self) -> None:
-        self.context.window.set_badge("Downloads", self.active_count)
+        self.context.events.badge_changed.emit("Downloads", self.active_count)
         self.context.events.downloads_changed.emit()
 
     def shutdown(self) -> None:

@@ -22,8 +22,7 @@ from PySide6.QtWidgets import (
 
 from app.core.hardware import GpuInfo, HardwareProfile
 from app.ui.bridge import LatestTask
-from app.ui.main_window import AppContext
-from app.ui.services import hardware_profile
+from app.ui.context import AppContext
 from app.ui.widgets.cards import Banner, Card, PageHeader, PlainLabel, chip, flow_row, muted
 from app.ui.widgets.format import human_bytes
 from app.ui.widgets.memory_bar import MemoryBar, Segment
@@ -114,7 +113,7 @@ class HardwarePage(QWidget):
         self._started = time.monotonic()
         self._redetected = redetect
         context = self.context
-        self.task.start(lambda _t: hardware_profile(context, refresh=redetect), name="hardware")
+        self.task.start(lambda _t: context.hardware(refresh=redetect), name="hardware")
 
     def _on_profile(self, profile: HardwareProfile) -> None:
         self.profile = profile

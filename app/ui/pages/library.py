@@ -9,8 +9,6 @@ window's shared hardware profile and dry-run engine, the same figures the Models
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +29,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.library import ImportProgress, Library, LibraryModel
-from app.core.recommend import VariantFit, budget_for, fit_variant
-from app.ui.bridge import CancelToken, LatestTask
+from app.core.planning import ModelFit
+from app.ui.bridge import LatestTask
 from app.ui.dialogs import confirm
-from app.ui.settings_service import shared_settings
 from app.ui.widgets.badges import BADGE_ROLE, BadgeDelegate, badge_text
 from app.ui.widgets.cards import Card, PageHeader, PlainLabel, plain_tooltip
 from app.ui.widgets.format import human_bytes
@@ -42,39 +39,6 @@ from app.ui.widgets.format import human_bytes
 COLUMNS = ["Model", "Quant", "Size", "Fit on this machine", "Source", "SHA-256", "Added"]
 FIT_COLUMN = COLUMNS.index("Fit on this machine")
 ID_ROLE = Qt.ItemDataRole.UserRole
-
-
-@dataclass(frozen=True)
-class ModelFit:
-    """A fit badge for one library model (or why there is none)."""
-
-    model_id: int
-    fit: VariantFit | None
-    error: str = ""
-
-
-def plan_models(
-    models: list[LibraryModel], n_ctx: int, context: Any, cancel: CancelToken
-) -> Iterator[ModelFit]:
-    """One :class:`ModelFit` per model, planned at ``n_ctx`` (runs in a background task)."""
-    from app.core.gguf_header import read_spec
-    from app.ui.services import dry_runner, hardware_profile
-
-    profile = hardware_profile(context)
-    budget = budget_for(profile)
-    runner = dry_runner(context)
-    for model in models:
-        if cancel.is_set():
-            return
-        if not model.present:
-            yield ModelFit(model.id, None, "file missing")
-            continue
-        try:
-            spec = read_spec(model.path)
-            fn = runner.dry_fn(str(model.path), spec, "f16", "f16", profile.gpu_build)
-            yield ModelFit(model.id, fit_variant(model.name, spec, fn, budget, n_ctx))
-        except Exception as exc:  # shown on the row; the other models still plan
-            yield ModelFit(model.id, None, str(exc))
 
 
 def _same_model(a: LibraryModel, b: LibraryModel) -> bool:
@@ -98,7 +62,7 @@ class LibraryPage(QWidget):
     def __init__(self, context: Any) -> None:
         super().__init__()
         self.context = context
-        self.settings = shared_settings(context)
+        self.settings = context.settings
         self.models: list[LibraryModel] = []
         self.fits: dict[int, ModelFit] = {}
         self._planner = LatestTask(context.runner, self)
@@ -210,9 +174,10 @@ class LibraryPage(QWidget):
         elif self.models:
             self.table.selectRow(0)
         self._show_details()
-        models, n_ctx, context = list(self.models), self.settings.default_n_ctx, self.context
+        models, n_ctx = list(self.models), self.settings.default_n_ctx
         if models:
-            self._planner.start(lambda t: plan_models(models, n_ctx, context, t), "library fits")
+            planner = self.context.planner
+            self._planner.start(lambda t: planner.plan_library(models, n_ctx, t), "library fits")
 
     def _fill_row(self, row: int, model: LibraryModel) -> None:
         sha = model.sha256[0] if model.sha256 else ""
@@ -305,8 +270,7 @@ class LibraryPage(QWidget):
         model = self.selected()
         if model is None or not model.present:
             return
-        page = self.context.window.show_page("Chat")
-        page.open_model(str(model.path))
+        self.context.commands.chat_with(model.path)
 
     def compare_selected(self) -> None:
         """Open the Compare page with this model and its other variants in the library."""
@@ -314,10 +278,7 @@ class LibraryPage(QWidget):
         if model is None:
             return
         variants = [m for m in self.models if m.present and _same_model(m, model)]
-        page = self.context.window.show_page("Compare")
-        set_models = getattr(page, "set_models", None)
-        if set_models is not None:
-            set_models([str(m.path) for m in variants])
+        self.context.commands.open_compare([m.path for m in variants])
 
     def delete(self, model: LibraryModel) -> list[Path]:
         """Forget a model; its files go too when they live in the library folder."""

@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.settings import Settings
-from app.ui.pages.chat_options import SamplingPanel
-from app.ui.settings_service import apply_theme, shared_settings
+from app.ui.pages.chat.options import SamplingPanel
+from app.ui.settings_service import apply_theme
 from app.ui.widgets.cards import Banner, Card, PageHeader, PlainLabel
 
 _THEMES = [("Follow the system", "system"), ("Light", "light"), ("Dark", "dark")]
@@ -40,7 +40,7 @@ class SettingsPage(QWidget):
     def __init__(self, context: Any) -> None:
         super().__init__()
         self.context = context
-        self.settings: Settings = shared_settings(context)
+        self.settings: Settings = context.settings
         self._loading = False
 
         self.library_dir = QLineEdit()

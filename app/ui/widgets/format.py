@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.cli.common import human_bytes
+from app.core.units import human_bytes
 
 __all__ = ["human_bytes", "human_duration", "human_speed", "human_count"]
 

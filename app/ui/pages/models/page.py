@@ -32,13 +32,11 @@ from PySide6.QtWidgets import (
 from app.core import hub
 from app.core.hub import RepoSummary, Variant
 from app.core.library import LibraryModel
+from app.core.planning import PlannedVariant, RepoAdvice
 from app.ui.bridge import LatestTask
-from app.ui.main_window import AppContext
-from app.ui.pages.model_details import VariantDetails
-from app.ui.pages.model_plans import PlannedVariant, RepoAdvice, SpecCache, plan_repo
-from app.ui.pages.model_table import COL_ACTION, COL_FILE, COL_FIT, COL_QUANT, VariantTableModel
-from app.ui.services import library
-from app.ui.settings_service import shared_settings
+from app.ui.context import AppContext
+from app.ui.pages.models.details import VariantDetails
+from app.ui.pages.models.table import COL_ACTION, COL_FILE, COL_FIT, COL_QUANT, VariantTableModel
 from app.ui.widgets.badges import BadgeDelegate, FitBadge
 from app.ui.widgets.cards import Card, PageHeader, PlainLabel, muted, plain_tooltip
 from app.ui.widgets.format import human_bytes, human_count
@@ -63,7 +61,7 @@ def _repo_subtitle(repo: RepoSummary) -> str:
 
 def _default_context(context: AppContext) -> int:
     """The stop of the slider nearest the default context of the settings."""
-    wanted = shared_settings(context).default_n_ctx
+    wanted = context.settings.default_n_ctx
     return min(CONTEXT_STOPS, key=lambda c: abs(c - wanted))
 
 
@@ -76,7 +74,6 @@ class ModelsPage(QWidget):
         self.repo: str | None = None
         self._search_text = ""
         self.advice: RepoAdvice | None = None
-        self.specs = SpecCache()
         self.search_task = LatestTask(context.runner, self)
         self.variants_task = LatestTask(context.runner, self)
         self.plan_task = LatestTask(context.runner, self)
@@ -361,8 +358,9 @@ class ModelsPage(QWidget):
         n_ctx = self.n_ctx
         self.plan_status.setText(f"Checking {len(variants)} variants at {human_count(n_ctx)}…")
         self._planned = 0
+        planner = self.context.planner
         self.plan_task.start(
-            lambda token: plan_repo(variants, n_ctx, token, self.specs, self.context),
+            lambda token: planner.plan_variants(variants, n_ctx, token),
             name="plan-repo",
         )
 
@@ -410,7 +408,7 @@ class ModelsPage(QWidget):
         if not self.repo:
             return {}
         try:
-            models = library(self.context).list()
+            models = self.context.library().list()
         except Exception:  # a damaged database is reported by the Library page
             return {}
         return {
@@ -438,10 +436,7 @@ class ModelsPage(QWidget):
         paths = self.downloaded_variants()
         if len(paths) < 2:
             return
-        page = self.context.window.show_page("Compare")
-        set_models = getattr(page, "set_models", None)
-        if set_models is not None:
-            set_models(paths)
+        self.context.commands.open_compare(list(paths))
 
     # --- downloads ----------------------------------------------------------------------------
     def _on_row_button(self, variant: Variant) -> None:
@@ -449,10 +444,7 @@ class ModelsPage(QWidget):
         if model is None:
             self.request_download(variant)
             return
-        page = self.context.window.show_page("Library")
-        select = getattr(page, "select", None)
-        if select is not None:
-            select(model.path)
+        self.context.commands.reveal_in_library(model.path)
 
     def request_download(self, variant: Variant) -> None:
         """Queue a download on the Downloads page; ask first when the variant does not fit."""
@@ -460,11 +452,7 @@ class ModelsPage(QWidget):
         too_big = fit is not None and fit.offload is not None and fit.offload.verdict == "no_fit"
         if too_big and not self.ask_confirmation(variant, fit):
             return
-        downloads = self.context.window.page("Downloads")
-        start = getattr(downloads, "start_download", None)
-        if start is None:
-            return
-        start(variant)
+        self.context.commands.start_download(variant)
         self.plan_status.setText(f"Downloading {variant.file} — see Downloads")
 
     def _ask_confirmation(self, variant: Variant, fit: PlannedVariant) -> bool:

@@ -29,14 +29,13 @@ from PySide6.QtWidgets import (
 from app.core.chats import ChatStore, Conversation, engine_messages
 from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats
 from app.core.engine.protocol import LoadedInfo
+from app.core.planning import LoadPlan, PlanError
 from app.ui.bridge import CancelToken, LatestTask
-from app.ui.chat_view import ChatView
 from app.ui.dialogs import confirm
-from app.ui.pages.chat_bars import ConversationSidebar, ModelBar
-from app.ui.pages.chat_options import Composer, SamplingPanel
-from app.ui.pages.chat_support import LoadPlan, model_choices, plan_load, stats_words
-from app.ui.services import hardware_profile
-from app.ui.settings_service import shared_settings
+from app.ui.pages.chat.bars import ConversationSidebar, ModelBar
+from app.ui.pages.chat.options import Composer, SamplingPanel
+from app.ui.pages.chat.support import model_choices, stats_words
+from app.ui.pages.chat.view import ChatView
 from app.ui.widgets.cards import PlainLabel, plain_tooltip
 
 
@@ -53,8 +52,8 @@ class ChatPage(QWidget):
     def __init__(self, context: Any) -> None:
         super().__init__()
         self.context = context
-        self.settings = shared_settings(context)
-        self.store: ChatStore = context.service("chats", ChatStore)
+        self.settings = context.settings
+        self.store: ChatStore = context.chats
         self.engine = Engine()
         self.loaded: LoadedInfo | None = None
         self.conversation: Conversation | None = None
@@ -63,6 +62,7 @@ class ChatPage(QWidget):
         self._task.finished.connect(self._on_task_finished)
         self._task.failed.connect(self._on_task_failed)
         self._mode = ""  # "load" | "reply" while a task runs
+        self.load_plan: LoadPlan | None = None  # the last plan a load followed
         self._after_load: Callable[[], None] | None = None
         self._reply_conv = 0
         self._reply_started = 0.0
@@ -230,13 +230,19 @@ class ChatPage(QWidget):
         n_ctx, ngl = self.ctx_box.value(), self.gpu_box.value()
         default_ctx, threads = self.settings.default_n_ctx, self.settings.threads()
         engine = self.engine
+        planner = self.context.planner
 
         def work(token: CancelToken) -> Iterator[Any]:
             plan = LoadPlan(n_ctx, ngl, "chosen by hand")
             if auto:
                 yield _Step(f"Planning memory for {Path(path).name}…")
-                # the window's shared profile: detected once, refreshed by the Hardware page
-                plan = plan_load(path, default_ctx, hardware_profile(self.context), engine)
+                # the core planner: the window's profile and its own dry-run engine, never this
+                # chat's engine (which may still hold the previous model)
+                try:
+                    plan = planner.plan_load(path, default_ctx)
+                except PlanError as exc:
+                    hint = "Untick Auto fit to try your own context and GPU layers anyway."
+                    raise PlanError(f"{exc}. {hint}") from exc
                 yield plan
             if token.cancelled:
                 return
@@ -454,6 +460,7 @@ class ChatPage(QWidget):
         elif isinstance(item, _Step):
             self.load_status.setText(item.text)
         elif isinstance(item, LoadPlan):
+            self.load_plan = item
             self.ctx_box.setValue(item.n_ctx)
             self.gpu_box.setValue(item.n_gpu_layers)
             self.load_status.setToolTip(plain_tooltip(f"Fit plan: {item.reason}"))

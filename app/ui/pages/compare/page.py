@@ -55,9 +55,10 @@ from app.core.compare_report import (
     to_json_text,
     to_markdown,
 )
+from app.core.planning import Planner
 from app.core.taskeval import PromptItem, read_prompts
 from app.ui.bridge import CancelToken, LatestTask, TaskRunner
-from app.ui.compare_chart import ChartPoint, QualityChart
+from app.ui.pages.compare.chart import ChartPoint, QualityChart
 from app.ui.widgets.cards import Card, PageHeader, PlainLabel, muted, plain_tooltip
 
 EXPORTS = {"csv": (to_csv, "CSV (*.csv)"), "md": (to_markdown, "Markdown (*.md)")}
@@ -117,6 +118,7 @@ def _work(
     prompt_file: str | None,
     reference: str | None,
     options: CompareOptions,
+    planner: Planner,
 ) -> Any:
     """The background job: read the task file (if any), then run the comparison."""
 
@@ -129,20 +131,16 @@ def _work(
         else:
             items = [PromptItem.single(prompt)]
         yield from run_compare(
-            models, items, reference=reference, options=options, cancel=token, task_errors=errors
+            models,
+            items,
+            reference=reference,
+            options=options,
+            cancel=token,
+            task_errors=errors,
+            planner=planner,
         )
 
     return job
-
-
-def show_compare(window: Any, models: list[str | Path]) -> CompareView:
-    """Open the Compare page of ``window`` (a MainWindow) with these variants, ready to run.
-
-    What the Library's and the Models page's "compare variants of this model" call.
-    """
-    page = window.show_page("Compare")
-    page.set_models(models)
-    return page
 
 
 class CompareView(QWidget):
@@ -421,7 +419,10 @@ class CompareView(QWidget):
         self.run_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self._flush_timer.start()
-        self._task.start(_work(models, prompt, self._prompt_file, reference, options), "compare")
+        self._task.start(
+            _work(models, prompt, self._prompt_file, reference, options, self.context.planner),
+            "compare",
+        )
 
     def stop(self) -> None:
         """Stop the run; the variants wind down and the figures measured so far are shown."""

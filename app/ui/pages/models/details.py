@@ -17,8 +17,8 @@ from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from app.core.fit import Budget, MemoryPlan
 from app.core.hub import Variant
-from app.ui.pages.model_plans import PlannedVariant, RepoAdvice
-from app.ui.pages.model_table import fit_badge
+from app.core.planning import PlannedVariant, RepoAdvice
+from app.ui.pages.models.table import fit_badge
 from app.ui.widgets.badges import FitBadge
 from app.ui.widgets.cards import Card, PlainLabel, muted
 from app.ui.widgets.format import human_bytes, human_count

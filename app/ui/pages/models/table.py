@@ -1,7 +1,7 @@
 """The variants table of the Models page: one row per variant of a repo, re-planned live.
 
 Rows start as "Checking…" and fill in as the plan of each variant arrives from the worker thread
-(:class:`app.ui.pages.model_plans.PlannedVariant`).  The recommended row is bold, starred and tinted.
+(:class:`app.core.planning.PlannedVariant`).  The recommended row is bold, starred and tinted.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from app.core.hub import Variant
-from app.ui.pages.model_plans import PlannedVariant
+from app.core.planning import PlannedVariant
 from app.ui.widgets.badges import BADGE_ROLE, badge_text
 from app.ui.widgets.cards import plain_tooltip
 from app.ui.widgets.format import human_bytes, human_count

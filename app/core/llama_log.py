@@ -1,0 +1,74 @@
+"""What llama.cpp tells in its log, read in one place: KV cache types and buffer-size lines.
+
+The engine child captures llama.cpp's log at every load (real or dry run); the planner and the
+load report both read buffer sizes from it through :func:`buffer_lines`.  :data:`KV_TYPES` is the
+one table of KV cache types: the ggml type id llama.cpp wants and the bytes a row of them takes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class KVType:
+    """A KV cache element type: its ggml id and its block layout (elements, bytes per block)."""
+
+    ggml_type: int
+    block: int
+    block_bytes: int
+
+
+# The types llama.cpp accepts for --cache-type-k/-v (ggml.h's enum ggml_type ids).
+KV_TYPES: dict[str, KVType] = {
+    "f32": KVType(0, 1, 4),
+    "f16": KVType(1, 1, 2),
+    "bf16": KVType(30, 1, 2),
+    "q8_0": KVType(8, 32, 34),
+    "q4_0": KVType(2, 32, 18),
+    "q4_1": KVType(3, 32, 20),
+    "q5_0": KVType(6, 32, 22),
+    "q5_1": KVType(7, 32, 24),
+    "iq4_nl": KVType(20, 32, 18),
+}
+
+# "load_tensors:   CPU_Mapped model buffer size =   120.00 MiB", "llama_context: CPU  output buffer
+# size = 0.12 MiB", "llama_kv_cache: CPU KV buffer size = 18.00 MiB", "... CUDA0 compute buffer ..."
+_BUFFER = re.compile(r"(?:^|\s)(\S+)\s+(\w+) buffer size\s*=\s*([\d.]+)\s*MiB")
+_KV_SIZE = re.compile(r"llama_kv_cache(?:_\w+)?: size =\s*([\d.]+)\s*MiB \(\s*\d+ cells")
+
+
+@dataclass(frozen=True)
+class BufferLine:
+    """One ``<device> <kind> buffer size = N MiB`` line (kind: model, compute, output, KV, RS...)."""
+
+    device: str
+    kind: str
+    nbytes: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.device} {self.kind}"
+
+
+def mib_bytes(mib: str | float) -> int:
+    return int(round(float(mib) * MIB))
+
+
+def buffer_lines(lines: list[str]) -> list[BufferLine]:
+    """Every buffer-size line of a log, in order."""
+    out = []
+    for line in lines:
+        m = _BUFFER.search(line)
+        if m:
+            out.append(BufferLine(m.group(1), m.group(2), mib_bytes(m.group(3))))
+    return out
+
+
+def kv_cache_sizes(lines: list[str]) -> list[int]:
+    """The size of each KV cache llama.cpp reports (``llama_kv_cache: size = ...``; one per cache:
+    a windowed model has a full and a sliding-window one)."""
+    return [mib_bytes(m.group(1)) for line in lines if (m := _KV_SIZE.search(line))]

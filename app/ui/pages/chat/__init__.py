@@ -1,0 +1,1 @@
+"""The Chat page: conversations, the streaming view, the model bar and the composer."""

@@ -1,0 +1,47 @@
+"""Every page plans through the window's one core planner (its own dry-run engine, no model)."""
+
+from __future__ import annotations
+
+import json
+
+from app.core import paths
+from app.core.dryrun import DryRunner
+from app.core.planning import Planner
+
+MIB = 1 << 20
+
+
+def _load(qtbot, page, model) -> None:
+    page.choose_model(model)
+    qtbot.waitUntil(lambda: page.loaded is not None and not page.busy, timeout=120_000)
+    assert page.loaded.path == str(model)
+
+
+def test_chat_plans_a_second_model_like_a_fresh_planner_would(window, qtbot, tiny_models, tmp_path):
+    page = window.show_page("Chat")
+    page.auto_fit.setChecked(True)
+    _load(qtbot, page, tiny_models["Q8_0"])
+    # The chat's engine now holds a model; the next plan must not run there.
+    _load(qtbot, page, tiny_models["Q4_K_M"])
+    plan = page.load_plan
+    assert plan is not None
+    profile = window.context.hardware()
+    fresh_runner = DryRunner(cache_path=tmp_path / "fresh-cache.json")
+    with Planner(profile, runner=fresh_runner) as fresh:
+        expected = fresh.plan_load(tiny_models["Q4_K_M"], window.context.settings.default_n_ctx)
+        fresh_fit = fresh.fit(tiny_models["Q4_K_M"], expected.n_ctx)
+    assert (plan.n_ctx, plan.n_gpu_layers, plan.verdict) == (
+        expected.n_ctx,
+        expected.n_gpu_layers,
+        expected.verdict,
+    )
+    # RSS is measured in two processes: equal within a few MiB, never the 55 MiB gap of a plan
+    # made inside an engine that holds a model.
+    assert abs(plan.ram_bytes - expected.ram_bytes) < 8 * MIB, (plan, expected)
+    overhead = fresh_fit.offload.plan.overhead_bytes
+    assert overhead > 30 * MIB
+    # The shared dry-run cache (what the Models and Library pages read) holds the same runtime.
+    cache = json.loads((paths.cache_dir() / "dryrun-cache.json").read_text())
+    assert cache, "the window's planner wrote no dry run"
+    for entry in cache.values():
+        assert abs(entry["base_rss_bytes"] - overhead) < 8 * MIB, entry["base_rss_bytes"]
