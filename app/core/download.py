@@ -17,7 +17,7 @@ session (TLS verification on, as it always is there) and keep the transfer ours:
 * only when every file of the variant matches its sha256 and its GGUF header parses are the files
   moved (atomic renames on one filesystem) into ``<library>/<owner>/<repo>/``: all shards or none.
 
-A :class:`StopToken` (or any ``threading.Event``) pauses or cancels at the next chunk; both keep the
+A :class:`app.core.cancel.CancelToken` (or any ``threading.Event``) pauses or cancels at the next chunk; both keep the
 partial file, so calling :func:`download` again continues where it stopped.  Failures raise
 :class:`~app.core.hub.HubError` (``kind``: offline, not_found, gated, auth, server, network, disk,
 corrupt, refused, busy -- the same variant is already downloading elsewhere).
@@ -25,6 +25,7 @@ corrupt, refused, busy -- the same variant is already downloading elsewhere).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +44,8 @@ from huggingface_hub import get_session
 from huggingface_hub.utils import hf_raise_for_status
 
 from app.core import gguf_header, hub
+from app.core.cancel import CancelToken
+from app.core.errors import ErrorKind
 from app.core.hub import HubError, HubFile, OfflineError, Variant
 from app.core.library import (
     Library,
@@ -52,26 +55,14 @@ from app.core.library import (
     hash_into,
     safe_join,
 )
+from app.core.units import human_bytes
 
 DEFAULT_MARGIN = 512 << 20  # keep this much free after the download: the OS and swap need room
 _QUEUE_CHUNKS = 16
 _TICK = 0.2  # seconds between progress items while bytes flow
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-
-class StopToken(threading.Event):
-    """Stops a download at the next chunk; ``reason`` says whether it was paused or cancelled."""
-
-    reason = "cancelled"
-
-    def cancel(self) -> None:
-        self.reason = "cancelled"
-        self.set()
-
-    def pause(self) -> None:
-        self.reason = "paused"
-        self.set()
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
 
 
 @dataclass
@@ -183,7 +174,7 @@ def download(
     _check_free_disk(
         parts, sum(f.size - h for f, h in zip(variant.files, have, strict=True)), margin_bytes
     )
-    stop = stop or StopToken()
+    stop = stop or CancelToken()
     headers = hub.request_headers(token)
     with _exclusive(parts, variant):
         done_before = 0
@@ -225,7 +216,7 @@ def _exclusive(parts: Path, variant: Variant) -> Iterator[None]:
         except OSError:
             raise HubError(
                 f"{variant.file} is already being downloaded (in another window or process)",
-                "busy",
+                ErrorKind.BUSY,
             ) from None
         yield
     finally:
@@ -246,14 +237,10 @@ def _check_free_disk(folder: Path, needed: int, margin: int) -> None:
     free = shutil.disk_usage(folder).free
     if needed + margin > free:
         raise HubError(
-            f"not enough free disk in {folder.parent}: the download needs {_gb(needed)} plus "
-            f"{_gb(margin)} to spare, and {_gb(free)} is free. Nothing was downloaded.",
+            f"not enough free disk in {folder.parent}: the download needs {human_bytes(needed)} plus "
+            f"{human_bytes(margin)} to spare, and {human_bytes(free)} is free. Nothing was downloaded.",
             "disk",
         )
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def _write_sidecar(parts: Path, variant: Variant, f: HubFile) -> None:
@@ -279,16 +266,24 @@ def _variant_from_json(data: dict) -> Variant:
 def _install(library: Library, variant: Variant, parts: Path, finals: list[Path]) -> LibraryModel:
     """Header-check every verified part, then move them all into place (or none)."""
     sources = [parts / f"{f.sha256}.part" for f in variant.files]
-    for f, src in zip(variant.files, sources, strict=True):
-        try:
-            gguf_header.read_local(src)
-        except gguf_header.GGUFError as exc:
-            discard(variant, library)
-            raise HubError(
-                f"{f.name} matches its SHA-256 but is not a usable GGUF model ({exc}); "
-                "it was not added to the library",
-                "corrupt",
-            ) from exc
+    specs = []
+    name = variant.file
+    try:
+        for f, src in zip(variant.files, sources, strict=True):
+            name = f.name
+            specs.append(gguf_header.read_local(src))
+        if len(specs) > 1:
+            name = variant.file
+            gguf_header.merge_shards(specs)  # the model rules apply to the shards together
+    except gguf_header.GGUFError as exc:
+        # The bytes are exactly the publisher's (the SHA-256 matched), so fetching them again
+        # cannot help: drop them rather than keep a partial that can never be installed.
+        discard(variant, library)
+        raise HubError(
+            f"{name} matches its SHA-256 but llama.cpp could not load it: {exc}. It was not "
+            "added to the library.",
+            ErrorKind.INVALID_FILE,
+        ) from exc
     moved: list[Path] = []
     try:
         for src, dst in zip(sources, finals, strict=True):
@@ -368,10 +363,26 @@ class _Sink:
             if self.error is not None:
                 continue  # keep draining so the producer never blocks on a dead sink
             try:
-                self.handle.write(chunk)
-                self.h.update(chunk)
+                self._write(chunk)
             except BaseException as exc:  # disk full, I/O error: reported by close()
                 self.error = exc
+
+    def _write(self, chunk: bytes) -> None:
+        """Write all of ``chunk``, hashing exactly the bytes that reached the file.
+
+        An unbuffered write may be short (a filling disk takes what fits and reports the rest only
+        on the next call), so loop; the hash must never cover bytes that are not in the partial,
+        or a resume would start from a wrong hash state."""
+        view = memoryview(chunk)
+        while view:
+            written = self.handle.write(view)
+            if written is None:  # non-blocking file: not possible for a regular file
+                written = 0
+            if written:
+                self.h.update(view[:written])
+                view = view[written:]
+            if not written:
+                raise OSError(errno.ENOSPC, "no space left on device")
 
     def put(self, chunk: bytes) -> None:
         if self.error is not None:
@@ -382,9 +393,24 @@ class _Sink:
         if self.thread.is_alive():
             self.queue.put(None)
             self.thread.join()
-        self.handle.close()
+        try:
+            self.handle.close()
+        except OSError as exc:  # a close can report a deferred write error (NFS, quotas)
+            self.error = self.error or exc
         if self.error is not None:
-            raise HubError(f"writing the download failed: {self.error}", "disk") from self.error
+            raise _write_error(self.error) from self.error
+
+
+def _write_error(exc: BaseException) -> HubError:
+    """Disk full (ENOSPC, EDQUOT, EFBIG) says so; the partial stays for a resume."""
+    code = getattr(exc, "errno", None)
+    if code in _FULL_ERRNOS:
+        return HubError(
+            "disk full: the download stopped because the disk holding the library has no room "
+            "left. What arrived is kept; free some space and run the download again to resume.",
+            ErrorKind.DISK_FULL,
+        )
+    return HubError(f"writing the download failed: {exc}. What arrived is kept.", "disk")
 
 
 class _FileFetch:
@@ -419,7 +445,7 @@ class _FileFetch:
             self.part.unlink()  # longer than the file: not ours to trust
         if self.part.exists():
             size = self.part.stat().st_size
-            yield "resuming", 0, f"checking the {_gb(size)} already downloaded"
+            yield "resuming", 0, f"checking the {human_bytes(size)} already downloaded"
             for n in hash_into(self.h, self.part, size, self.stop):
                 self.have = n
                 yield "resuming", n, ""

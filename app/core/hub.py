@@ -27,14 +27,16 @@ from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import build_hf_headers
+from huggingface_hub.utils import build_hf_headers, validate_repo_id
 
 import app
 from app.core import paths, settings
+from app.core.errors import ErrorKind, QuantDeskError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -46,12 +48,10 @@ _QUANT_RE = re.compile(
 )
 
 
-class HubError(Exception):
+class HubError(QuantDeskError):
     """A Hub operation failed; ``kind`` classifies it, the message explains it."""
 
-    def __init__(self, message: str, kind: str = "network") -> None:
-        super().__init__(message)
-        self.kind = kind
+    default_kind = ErrorKind.NETWORK
 
 
 class OfflineError(HubError):
@@ -166,6 +166,25 @@ def api(token: str | None = None) -> HfApi:
 
 
 # -- errors ---------------------------------------------------------------------------------------
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is a well-formed ``owner/name``, else a HubError saying what is wrong."""
+    text = repo_id.strip() if isinstance(repo_id, str) else ""
+    try:
+        validate_repo_id(text)
+    except HFValidationError as exc:
+        detail = str(exc).split("\n", 1)[0]
+        raise HubError(
+            f"{repo_id!r} is not a Hub repo id: it must look like owner/name (letters, digits, "
+            f"'-', '_', '.'; at most 96 characters). {detail}",
+            ErrorKind.REQUEST,
+        ) from None
+    if text.count("/") != 1:
+        raise HubError(
+            f"{repo_id!r} is not a Hub repo id: it must look like owner/name", ErrorKind.REQUEST
+        )
+    return text
+
+
 @contextmanager
 def hub_errors(repo_id: str = "", filename: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub and transport exceptions into :class:`HubError` with plain words."""
@@ -174,6 +193,10 @@ def hub_errors(repo_id: str = "", filename: str | None = None) -> Iterator[None]
     what = f"{repo_id}/{filename}" if filename else repo_id
     try:
         yield
+    except HFValidationError as exc:
+        raise HubError(
+            f"{what!r} is not a valid Hub name: {str(exc).splitlines()[0]}", ErrorKind.REQUEST
+        ) from exc
     except OfflineModeIsEnabled as exc:
         raise OfflineError("offline mode is on: showing only local models") from exc
     except GatedRepoError as exc:
@@ -283,6 +306,7 @@ def list_variants(
     repo_id: str, *, revision: str | None = None, token: str | None = None
 ) -> list[Variant]:
     """Every GGUF variant of ``repo_id`` with size and SHA-256, smallest first."""
+    repo_id = check_repo_id(repo_id)
     with hub_errors(repo_id):
         info = api(token).model_info(repo_id, revision=revision, files_metadata=True)
     files = [
