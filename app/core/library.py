@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from app.core import gguf_header, paths, settings
+from app.core.errors import ErrorKind, QuantDeskError
 
 _BLOCK = 4 << 20
 _SCHEMA = """
@@ -47,8 +48,10 @@ _DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL"} | {
 }
 
 
-class LibraryError(Exception):
+class LibraryError(QuantDeskError):
     """A library operation failed; the message says why and what was left untouched."""
+
+    default_kind = ErrorKind.STORAGE
 
 
 class UnsafeNameError(LibraryError):
@@ -276,8 +279,11 @@ class Library:
             raise LibraryError(
                 f"{path.name} is split, but shards are missing: {', '.join(missing)}"
             )
-        for p in files:
-            gguf_header.read_local(p)  # raises GGUFError for a non-GGUF or truncated file
+        # GGUFError for anything llama.cpp would refuse (gguf_header applies its rules), checked
+        # before a single byte is hashed; a split model is checked shard by shard and as a whole.
+        specs = [gguf_header.read_local(p) for p in files]
+        if len(specs) > 1:
+            gguf_header.merge_shards(specs)
         total = sum(p.stat().st_size for p in files)
         yield ImportProgress(0, total, "hashing")
         shas, before = [], 0
