@@ -232,6 +232,7 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         min_p=s.min_p,
         repeat_penalty=s.repeat_penalty,
         reset=True,
+        grammar=_grammar(state, req.grammar),
     ):
         now = time.perf_counter()
         if n_gen == 0:
@@ -279,6 +280,16 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         stop_reason=reason,
         peak_rss_bytes=peak_rss(),
     )
+
+
+def _grammar(state: State, text: str | None) -> Any:
+    """A compiled llama.cpp grammar, or None (a bad grammar is the request's fault)."""
+    if not text:
+        return None
+    try:
+        return state.llama_cpp.LlamaGrammar.from_string(text, verbose=False)
+    except ValueError as exc:
+        raise RequestError(f"the grammar does not parse: {exc}") from exc
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -57,6 +57,7 @@ class GenerateRequest:
     sampling: Sampling = field(default_factory=Sampling)
     stream: bool = True
     ignore_eos: bool = False  # benchmarks and tests: always generate max_tokens
+    grammar: str | None = None  # GBNF text: sample only what it allows (JSON replies)
 
 
 @dataclass(frozen=True)
