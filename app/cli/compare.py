@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
+from typing import Any
 
 from app.cli.common import fail, human_bytes, print_json
+from app.core.cancel import CancelToken
 from app.core.compare import (
     CompareError,
     CompareOptions,
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    errors = []
+    errors: list[Any] = []
     if args.prompts:
         try:
             items, errors = read_prompts(args.prompts)
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         memory_budget=int(args.memory_budget * (1 << 30)) if args.memory_budget else None,
         mode="sequential" if args.sequential else None,
     )
-    cancel = threading.Event()
+    cancel = CancelToken()
     report: CompareReport | None = None
 
     def on_interrupt(_sig: int, _frame: object) -> None:
@@ -130,8 +131,8 @@ def _print_table(report: CompareReport) -> None:
     for row in rows(report):
         table.append([format_cell(k, row[k]) for k in keys])
     widths = [max(len(r[i]) for r in table) for i in range(len(keys))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for cells in table:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     for r in report.results:
         if r.error:
             print(f"{r.quant}: error: {r.error}")

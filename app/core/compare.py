@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,10 @@ def describe(path: str | Path) -> Variant:
 def pick_reference(variants: list[Variant]) -> int:
     """The highest-precision variant: most bits per weight (F32 > F16/BF16 > Q8_0 > ...)."""
     return max(range(len(variants)), key=lambda i: variants[i].spec.bits_per_weight)
+
+
+def _text_of(stats: GenerationStats | None) -> str | None:
+    return stats.text if stats is not None else None
 
 
 def reference_text(options: CompareOptions) -> str:
@@ -349,10 +354,10 @@ class _Run:
                     return
                 live = self.active(group)
                 yield Progress("generate", k, n_items)
-                yield from _fan_out([(s, lambda s, e, k=k: self._generate(s, e, k)) for s in live])
+                yield from _fan_out([(s, partial(self._generate, k=k)) for s in live])
                 if self.stopped():
                     return
-                yield from self._ref_first(group, lambda s, e, k=k: self._score_reply(s, e, k))
+                yield from self._ref_first(group, partial(self._score_reply, k=k))
             yield Progress("generate", n_items, n_items)
             ref_slot = self.slots[self.ref]
             if self.chunks is None and ref_slot in self.active(group):
@@ -362,7 +367,7 @@ class _Run:
                 if self.stopped():
                     return
                 yield Progress("reference text", c, total)
-                yield from self._ref_first(group, lambda s, e, c=c: self._score_chunk(s, e, c))
+                yield from self._ref_first(group, partial(self._score_chunk, c=c))
             if total:
                 yield Progress("reference text", total, total)
         finally:
@@ -383,7 +388,7 @@ class _Run:
 
 
 def run_compare(
-    paths_: list[str | Path],
+    paths_: Sequence[str | Path],
     items: list[PromptItem],
     *,
     reference: str | Path | None = None,
@@ -448,10 +453,7 @@ def run_compare(
     if any(item.line is not None for item in items) or task_errors:
         task = build_task_report(
             items,
-            [
-                [s.replies[k].text if s.replies[k] else None for k in range(len(items))]
-                for s in run.slots
-            ],
+            [[_text_of(s.replies[k]) for k in range(len(items))] for s in run.slots],
             ref,
             [(str(v.path), v.quant) for v in variants],
             options.threshold_pct,

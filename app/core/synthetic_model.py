@@ -68,8 +68,8 @@ def _vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
     for word in _WORDS:
         w = "\u2581" + word
         pieces += [w[:i] for i in range(2, len(w) + 1)]  # every prefix, so SPM merges reach it
-    seen: set[str] = set()
-    unique = [p for p in pieces if not (p in seen or seen.add(p))]
+    unique = list(dict.fromkeys(pieces))  # first occurrence of each, in order
+    seen = set(unique)
     rng = np.random.default_rng(7)
     letters = "abcdefghijklmnopqrstuvwxyz"
     while len(tokens) + len(unique) < n_vocab:
@@ -89,14 +89,22 @@ def _vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
 class LlamaShapeLike(Protocol):
     """The hyper-parameters a llama-architecture header needs (ModelShape and test shapes)."""
 
-    name: str
-    n_vocab: int
-    n_embd: int
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    n_ff: int
-    n_ctx_train: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def n_embd(self) -> int: ...
+    @property
+    def n_layer(self) -> int: ...
+    @property
+    def n_head(self) -> int: ...
+    @property
+    def n_head_kv(self) -> int: ...
+    @property
+    def n_ff(self) -> int: ...
+    @property
+    def n_ctx_train(self) -> int: ...
 
 
 def add_llama_metadata(

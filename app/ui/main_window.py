@@ -115,8 +115,9 @@ class MainWindow(QMainWindow):
         if title not in self.pages:
             widget = self._build(PAGES[index][1], title)
             old = self.stack.widget(index)
-            self.stack.removeWidget(old)
-            old.deleteLater()
+            if old is not None:
+                self.stack.removeWidget(old)
+                old.deleteLater()
             self.stack.insertWidget(index, widget)
             self.pages[title] = widget
         return self.pages[title]

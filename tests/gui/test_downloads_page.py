@@ -119,8 +119,8 @@ def test_unfinished_download_reappears_after_restart_and_resumes(make_window, qt
     hub.throttle(None)
     second = make_window()
     page = second.show_page("Downloads")
-    qtbot.waitUntil(lambda: page.find(TINY_REPO, Q4) is not None, timeout=DONE_MS)
-    again = page.find(TINY_REPO, Q4)
+    qtbot.waitUntil(lambda: page.find_item(TINY_REPO, Q4) is not None, timeout=DONE_MS)
+    again = page.find_item(TINY_REPO, Q4)
     assert again.row.state == "paused" and "Paused at" in again.row.status.text()
     assert again.row.bar.value() > 0
     again.start()

@@ -50,7 +50,7 @@ def test_search_download_chat_stop_and_reopen(qtbot, hub):
         # 3. Download it from its row.
         models.table.indexWidget(table.index(row, COL_ACTION)).click()
         downloads = win.page("Downloads")
-        item = downloads.find(TINY_REPO, recommended)
+        item = downloads.find_item(TINY_REPO, recommended)
         qtbot.waitUntil(lambda: item.row.state == "done" and not item.active, timeout=SLOW_MS)
 
         # 4. It is in the Library (refreshed by the library_changed event), with provenance.

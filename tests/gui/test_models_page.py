@@ -141,7 +141,7 @@ def test_compare_button_sends_the_downloaded_variants_to_compare(window, qtbot, 
     for quant in ("Q2_K", "Q8_0"):
         variant = next(v for v in page.table_model.variants if v.quant == quant)
         page.request_download(variant)
-        item = downloads.find(TINY_REPO, variant.file)
+        item = downloads.find_item(TINY_REPO, variant.file)
         qtbot.waitUntil(lambda i=item: i.row.state == "done" and not i.active, timeout=60_000)
     assert page.compare_button.isEnabled() and "2" in page.compare_button.text()
     buttons = {

@@ -182,7 +182,7 @@ class DownloadsPage(QWidget):
     # --- public API (the Models page calls start_download) ------------------------------------
     def start_download(self, variant: Variant) -> DownloadItem:
         """Start (or resume) downloading ``variant``; one row per variant."""
-        item = self.find(variant.repo_id, variant.file)
+        item = self.find_item(variant.repo_id, variant.file)
         if item is None:
             item = self._add(variant)
         if item.row.state == "done":
@@ -190,7 +190,7 @@ class DownloadsPage(QWidget):
         item.start()
         return item
 
-    def find(self, repo_id: str, file: str) -> DownloadItem | None:
+    def find_item(self, repo_id: str, file: str) -> DownloadItem | None:
         return next((i for i in self.items if i.key == (repo_id, file)), None)
 
     @property
@@ -221,7 +221,7 @@ class DownloadsPage(QWidget):
     @Slot(object)
     def _on_pending(self, pending: list[PendingDownload]) -> None:
         for p in pending:
-            if self.find(p.variant.repo_id, p.variant.file) is None:
+            if self.find_item(p.variant.repo_id, p.variant.file) is None:
                 self._add(p.variant).row.show_paused(p.bytes_done)
 
     def remove_item(self, item: DownloadItem) -> None:

@@ -77,14 +77,14 @@ class HardwarePage(QWidget):
             "What QuantDesk found on this computer. Fit badges and recommendations use these figures.",
         )
         self.status = muted("", wrap=False)
-        header.actions.addWidget(self.status)
+        header.action_row.addWidget(self.status)
         self.refresh_button = header.add_action(QPushButton("Refresh"))
         self.refresh_button.clicked.connect(self.refresh)
         outer.addWidget(header)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        outer.addWidget(self.scroll, 1)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        outer.addWidget(self.scroll_area, 1)
         self._set_body(self._placeholder("Detecting…"))
         self._started = 0.0
         self._redetected = False
@@ -97,10 +97,10 @@ class HardwarePage(QWidget):
         return label
 
     def _set_body(self, widget: QWidget) -> None:
-        old = self.scroll.takeWidget()
+        old = self.scroll_area.takeWidget()
         if old is not None:
             old.deleteLater()
-        self.scroll.setWidget(widget)
+        self.scroll_area.setWidget(widget)
 
     # --- detection ------------------------------------------------------------------------------
     def refresh(self, redetect: bool = True) -> None:

@@ -214,6 +214,8 @@ class LibraryPage(QWidget):
             verdict = fit.fit.verdict
             badge = (verdict, badge_text(verdict, plan.n_gpu_layers, plan.n_layers_total))
             tip = fit.fit.offload.reason
+        if item is None:  # the row was removed while its plan was on the way
+            return
         item.setData(BADGE_ROLE, badge)
         item.setText(badge[1])
         item.setToolTip(plain_tooltip(tip))
@@ -230,7 +232,10 @@ class LibraryPage(QWidget):
         rows = self.table.selectionModel().selectedRows()
         if not rows:
             return None
-        model_id = self.table.item(rows[0].row(), 0).data(ID_ROLE)
+        cell = self.table.item(rows[0].row(), 0)
+        if cell is None:
+            return None
+        model_id = cell.data(ID_ROLE)
         return next((m for m in self.models if m.id == model_id), None)
 
     def select(self, path: str | Path) -> bool:

@@ -60,11 +60,11 @@ class PageHeader(QWidget):
         if subtitle:
             text.addWidget(self.subtitle)
         layout.addLayout(text, 1)
-        self.actions = QHBoxLayout()
-        layout.addLayout(self.actions)
+        self.action_row = QHBoxLayout()
+        layout.addLayout(self.action_row)
 
     def add_action(self, button: QPushButton) -> QPushButton:
-        self.actions.addWidget(button)
+        self.action_row.addWidget(button)
         return button
 
 

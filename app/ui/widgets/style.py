@@ -6,6 +6,8 @@ either background; everything else comes from ``palette(...)`` so the system the
 
 from __future__ import annotations
 
+from typing import cast
+
 from PySide6.QtCore import QEvent, QObject
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication
@@ -138,7 +140,7 @@ class _PaletteWatcher(QObject):
 
 def apply_style(qapp: QApplication | None = None) -> None:
     """Install the stylesheet once per application (idempotent)."""
-    qapp = qapp or QApplication.instance()
+    qapp = qapp or cast("QApplication | None", QApplication.instance())
     if qapp is None or qapp.property("quantdesk_styled"):
         return
     qapp.setStyleSheet(qapp.styleSheet() + STYLESHEET)

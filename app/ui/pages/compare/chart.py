@@ -97,8 +97,11 @@ class QualityChart(QWidget):
         p.setPen(QPen(muted, 1))
         p.drawLine(plot.bottomLeft(), plot.bottomRight())
         p.drawLine(plot.bottomLeft(), plot.topLeft())
-        pts = [(x_of(c), c.kld, c) for c in self.points]
-        pts = [(x, y, c) for x, y, c in pts if x is not None and y is not None]
+        pts: list[tuple[float, float, ChartPoint]] = []
+        for c in self.points:
+            x_value = x_of(c)
+            if x_value is not None and c.kld is not None:
+                pts.append((x_value, c.kld, c))
         if not pts:
             p.drawText(plot, Qt.AlignmentFlag.AlignCenter, "no measurements yet")
             return

@@ -8,7 +8,7 @@ shown as plain text only.  Other pages open it with :meth:`CompareView.set_model
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +113,12 @@ class _HintList(QListWidget):
 
 
 def _work(
-    models: list[str],
+    models: Sequence[str | Path],
     prompt: str,
     prompt_file: str | None,
     reference: str | None,
     options: CompareOptions,
-    planner: Planner,
+    planner: Planner | None,
 ) -> Any:
     """The background job: read the task file (if any), then run the comparison."""
 
@@ -160,6 +160,8 @@ class CompareView(QWidget):
     ) -> None:
         super().__init__(parent)
         runner = context.runner if context is not None else TaskRunner(self)
+        # The window's planner; a view on its own lets each run make (and close) one.
+        self._planner: Planner | None = context.planner if context is not None else None
         self._task = LatestTask(runner, self)
         self._task.item_produced.connect(self._on_event)
         self._task.finished.connect(self._on_done)
@@ -310,7 +312,9 @@ class CompareView(QWidget):
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         for key, tip in _COLUMN_TIPS.items():
-            self.table.horizontalHeaderItem(_col(key)).setToolTip(tip)
+            header_item = self.table.horizontalHeaderItem(_col(key))
+            if header_item is not None:
+                header_item.setToolTip(tip)
         self._show_columns(None)
         self._fit_columns()
         self.export_buttons: dict[str, QPushButton] = {}
@@ -383,7 +387,7 @@ class CompareView(QWidget):
 
     def _add_models(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Add variants", "", "GGUF models (*.gguf)")
-        self.set_models(self.models() + files)
+        self.set_models([*self.models(), *files])
 
     def _remove_selected(self) -> None:
         for item in self.model_list.selectedItems():
@@ -420,7 +424,7 @@ class CompareView(QWidget):
         self.stop_button.setEnabled(True)
         self._flush_timer.start()
         self._task.start(
-            _work(models, prompt, self._prompt_file, reference, options, self.context.planner),
+            _work(models, prompt, self._prompt_file, reference, options, self._planner),
             "compare",
         )
 
@@ -439,7 +443,9 @@ class CompareView(QWidget):
 
     def _clear_results(self) -> None:
         for pane in self.panes:
-            pane.parentWidget().deleteLater()
+            box = pane.parentWidget()
+            if box is not None:
+                box.deleteLater()
         self.panes = []
         self._pending.clear()
         self._last_item.clear()

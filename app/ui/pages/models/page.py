@@ -450,7 +450,7 @@ class ModelsPage(QWidget):
         """Queue a download on the Downloads page; ask first when the variant does not fit."""
         fit = self.table_model.fits.get(variant.file)
         too_big = fit is not None and fit.offload is not None and fit.offload.verdict == "no_fit"
-        if too_big and not self.ask_confirmation(variant, fit):
+        if fit is not None and too_big and not self.ask_confirmation(variant, fit):
             return
         self.context.commands.start_download(variant)
         self.plan_status.setText(f"Downloading {variant.file} — see Downloads")
