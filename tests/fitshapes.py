@@ -88,6 +88,8 @@ def write_header_only(folder: Path | None, shape: Shape, quant: str) -> Path:
     w.close()
     from app.core.gguf_header import read_local
 
+    with tmp.open("ab") as f:  # the padding to the data section, so the header reads as whole
+        f.write(bytes(4096))
     spec = read_local(tmp, check_size=False)
     size = spec.data_offset + max(t.offset + t.nbytes for t in spec.tensors)
     with tmp.open("r+b") as f:
