@@ -1,0 +1,405 @@
+"""The architecture zoo: models of the families people run, in two sizes, that llama.cpp loads.
+
+Each :class:`ZooModel` has the hyper-parameters of a real model (the metadata of the vocab-only
+GGUFs llama-cpp-python's source distribution ships, ``vendor/llama.cpp/models/ggml-vocab-*.gguf``,
+where one exists: tokenizer, chat template, and for llama and phi3 the hyper-parameters too) and
+the tensor list llama.cpp's ``src/models/<arch>.cpp`` creates for it.  Two sizes:
+
+* :func:`small_path` -- scaled down (few layers, small widths, the same layer pattern, head
+  ratios, windows and vocabulary), random F16 weights: loads and generates for real;
+* :func:`full_path` -- the true size, header only: the tensors' bytes are a hole (a sparse file,
+  like ``app.core.dryrun.write_sparse``), so it plans at the real size and is never loaded.
+
+Files are cached under ``.cache/test-models/zoo`` (or ``$QUANTDESK_TEST_MODELS/zoo``) by their
+parameters.  Usable from ``bench/`` and the tests; needs the sdist's vocab files
+(:func:`vocab_dir`: ``$QUANTDESK_VOCAB_DIR``, or ``/tmp/lcp/llama_cpp_python-*/...``).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tests.modelfactory import cache_root
+
+ZOO_FORMAT = 1  # bump when the files written change
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One family's shapes: ``n_head_kv`` may be per layer (0 = a recurrent layer)."""
+
+    family: str
+    arch: str
+    vocab: str  # ggml-vocab-<vocab>.gguf: the tokenizer (and chat template) taken from it
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int | tuple[int, ...]
+    head_dim: int
+    n_ff: int
+    n_ctx_train: int
+    n_swa: int = 0
+    swa_pattern_key: bool = False  # gemma3 files carry no pattern key: llama.cpp's default rules
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    tied_output: bool = False
+    qkv_bias: bool = False
+    l_cache: int = 0  # lfm2's short-convolution state length
+    extra: tuple[tuple[str, Any], ...] = ()  # more <arch>.<key> metadata
+    note: str = ""
+
+    def key(self) -> str:
+        blob = json.dumps([ZOO_FORMAT, asdict(self)], sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def kv_heads(self, il: int) -> int:
+        h = self.n_head_kv
+        return h[il] if isinstance(h, tuple) else h
+
+    @property
+    def moe(self) -> bool:
+        return self.n_expert > 0
+
+
+def _lfm2_heads(n_layer: int, attn: tuple[int, ...], kv: int) -> tuple[int, ...]:
+    return tuple(kv if il in attn else 0 for il in range(n_layer))
+
+
+# The true sizes (the model each imitates in ``note``) ------------------------------------------
+FULL: dict[str, ZooModel] = {
+    m.family: m
+    for m in (
+        ZooModel("llama", "llama", "llama-bpe", 32, 4096, 32, 8, 128, 14336, 8192,
+                 extra=(("rope.freq_base", 500000.0),), note="Llama 3 8B"),
+        ZooModel("qwen2", "qwen2", "qwen2", 28, 3584, 28, 4, 128, 18944, 32768, qkv_bias=True,
+                 extra=(("rope.freq_base", 1000000.0),), note="Qwen2.5 7B"),
+        ZooModel("qwen3", "qwen3", "qwen2", 36, 4096, 32, 8, 128, 12288, 40960,
+                 extra=(("rope.freq_base", 1000000.0),), note="Qwen3 8B"),
+        ZooModel("qwen3moe", "qwen3moe", "qwen2", 48, 2048, 32, 4, 128, 6144, 40960,
+                 n_expert=128, n_expert_used=8, n_ff_exp=768,
+                 extra=(("rope.freq_base", 1000000.0),), note="Qwen3 30B-A3B"),
+        ZooModel("gemma2", "gemma2", "command-r", 42, 3584, 16, 8, 256, 14336, 8192, n_swa=4096,
+                 tied_output=True,
+                 extra=(("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)),
+                 note="Gemma 2 9B (a 256k vocabulary of the same size)"),
+        ZooModel("gemma3", "gemma3", "gemma-4", 48, 3840, 16, 8, 256, 15360, 131072, n_swa=1024,
+                 tied_output=True, extra=(("rope.freq_base", 1000000.0),),
+                 note="Gemma 3 12B: 262k vocabulary, no sliding_window_pattern key"),
+        ZooModel("phi3", "phi3", "phi-3", 32, 3072, 32, 32, 96, 8192, 4096,
+                 note="Phi-3 mini (hyper-parameters of the vocab file)"),
+        ZooModel("cohere2", "cohere2", "command-r", 32, 4096, 32, 8, 128, 14336, 131072,
+                 n_swa=4096, tied_output=True, extra=(("logit_scale", 0.25),),
+                 note="Command R7B: 3 windowed layers to 1 global"),
+        ZooModel("lfm2", "lfm2", "llama-bpe", 16, 2048, 32,
+                 _lfm2_heads(16, (2, 5, 8, 10, 12, 14), 8), 64, 8192, 128000, tied_output=True,
+                 l_cache=3, note="LFM2 1.2B: hybrid, 10 short-convolution layers"),
+    )
+}
+
+# Scaled down: same pattern, head ratios and vocabulary; small widths and few layers.
+SMALL: dict[str, ZooModel] = {
+    "llama": replace(FULL["llama"], n_layer=2, n_embd=128, n_head=4, n_head_kv=1, head_dim=32,
+                     n_ff=256),
+    "qwen2": replace(FULL["qwen2"], n_layer=2, n_embd=224, n_head=7, n_head_kv=1, head_dim=32,
+                     n_ff=256),
+    "qwen3": replace(FULL["qwen3"], n_layer=2, n_embd=128, n_head=4, n_head_kv=1, head_dim=32,
+                     n_ff=256),
+    "qwen3moe": replace(FULL["qwen3moe"], n_layer=2, n_embd=128, n_head=8, n_head_kv=1,
+                        head_dim=32, n_ff=256, n_expert=8, n_expert_used=2, n_ff_exp=64),
+    "gemma2": replace(FULL["gemma2"], n_layer=4, n_embd=128, n_head=2, n_head_kv=1, head_dim=64,
+                      n_ff=256, n_swa=256),
+    "gemma3": replace(FULL["gemma3"], n_layer=6, n_embd=128, n_head=2, n_head_kv=1, head_dim=64,
+                      n_ff=256, n_swa=256, n_ctx_train=32768),
+    "phi3": replace(FULL["phi3"], n_layer=2, n_embd=128, n_head=4, n_head_kv=4, head_dim=32,
+                    n_ff=256),
+    "cohere2": replace(FULL["cohere2"], n_layer=4, n_embd=128, n_head=4, n_head_kv=1,
+                       head_dim=32, n_ff=256, n_swa=256, n_ctx_train=32768),
+    "lfm2": replace(FULL["lfm2"], n_layer=6, n_embd=128, n_head=4,
+                    n_head_kv=_lfm2_heads(6, (2, 5), 1), head_dim=32, n_ff=256,
+                    n_ctx_train=32768),
+}
+FAMILIES = tuple(FULL)
+
+
+# ---- vocab files ------------------------------------------------------------------------------
+def vocab_dir() -> Path:
+    """The sdist's ``vendor/llama.cpp/models`` folder (``$QUANTDESK_VOCAB_DIR`` overrides)."""
+    env = os.environ.get("QUANTDESK_VOCAB_DIR")
+    if env:
+        return Path(env)
+    hits = sorted(glob.glob("/tmp/lcp/llama_cpp_python-*/vendor/llama.cpp/models"))
+    if not hits:
+        raise FileNotFoundError(
+            "no llama.cpp vocab files: pip download --no-binary :all: --no-deps "
+            "llama-cpp-python==0.3.36 -d /tmp/lcp && tar xzf /tmp/lcp/*.tar.gz -C /tmp/lcp "
+            "(or set QUANTDESK_VOCAB_DIR)"
+        )
+    return Path(hits[-1])
+
+
+def available() -> bool:
+    try:
+        return (vocab_dir() / "ggml-vocab-llama-bpe.gguf").exists()
+    except FileNotFoundError:
+        return False
+
+
+_TOKENIZER_CACHE: dict[str, list[tuple[str, Any, Any, Any]]] = {}
+
+
+def _tokenizer_fields(vocab: str) -> list[tuple[str, Any, Any, Any]]:
+    """(key, value, value type, element type) of every ``tokenizer.*`` field of a vocab file."""
+    if vocab in _TOKENIZER_CACHE:
+        return _TOKENIZER_CACHE[vocab]
+    import gguf
+
+    reader = gguf.GGUFReader(str(vocab_dir() / f"ggml-vocab-{vocab}.gguf"))
+    out = []
+    for key, fld in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vtype = fld.types[0]
+        sub = fld.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        out.append((key, fld.contents(), vtype, sub))
+    _TOKENIZER_CACHE[vocab] = out
+    return out
+
+
+def n_vocab(m: ZooModel) -> int:
+    for key, value, _, _ in _tokenizer_fields(m.vocab):
+        if key == "tokenizer.ggml.tokens":
+            return len(value)
+    raise ValueError(f"ggml-vocab-{m.vocab}.gguf has no token list")
+
+
+# ---- tensors ------------------------------------------------------------------------------------
+def tensor_shapes(m: ZooModel) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """Every tensor in file order with its numpy shape (rows, cols) or (n,) -- what llama.cpp's
+    ``src/models/<arch>.cpp`` creates for the family."""
+    e, v, hd = m.n_embd, n_vocab(m), m.head_dim
+    q = m.n_head * hd
+    yield "token_embd.weight", (v, e)
+    for il in range(m.n_layer):
+        p = f"blk.{il}."
+        kv = m.kv_heads(il) * hd
+        if m.arch == "lfm2":
+            yield p + "attn_norm.weight", (e,)
+            if kv:
+                yield p + "attn_q_norm.weight", (hd,)
+                yield p + "attn_k_norm.weight", (hd,)
+                yield p + "attn_q.weight", (e, e)
+                yield p + "attn_k.weight", (kv, e)
+                yield p + "attn_v.weight", (kv, e)
+                yield p + "attn_output.weight", (e, e)
+            else:
+                yield p + "shortconv.conv.weight", (e, m.l_cache)
+                yield p + "shortconv.in_proj.weight", (3 * e, e)
+                yield p + "shortconv.out_proj.weight", (e, e)
+            yield p + "ffn_norm.weight", (e,)
+            yield from _dense_ffn(p, e, m.n_ff)
+            continue
+        yield p + "attn_norm.weight", (e,)
+        if m.arch == "phi3":
+            yield p + "attn_qkv.weight", (q + 2 * kv, e)
+        else:
+            yield p + "attn_q.weight", (q, e)
+            yield p + "attn_k.weight", (kv, e)
+            yield p + "attn_v.weight", (kv, e)
+            if m.qkv_bias:
+                yield p + "attn_q.bias", (q,)
+                yield p + "attn_k.bias", (kv,)
+                yield p + "attn_v.bias", (kv,)
+        if m.arch in ("qwen3", "qwen3moe", "gemma3"):
+            yield p + "attn_q_norm.weight", (hd,)
+            yield p + "attn_k_norm.weight", (hd,)
+        yield p + "attn_output.weight", (e, q)
+        if m.arch in ("gemma2", "gemma3"):
+            yield p + "post_attention_norm.weight", (e,)
+        if m.arch != "cohere2":  # cohere2 runs attention and FFN in parallel off one norm
+            yield p + "ffn_norm.weight", (e,)
+        if m.moe:
+            yield p + "ffn_gate_inp.weight", (m.n_expert, e)
+            yield p + "ffn_gate_exps.weight", (m.n_expert, m.n_ff_exp, e)
+            yield p + "ffn_down_exps.weight", (m.n_expert, e, m.n_ff_exp)
+            yield p + "ffn_up_exps.weight", (m.n_expert, m.n_ff_exp, e)
+        elif m.arch == "phi3":
+            yield p + "ffn_up.weight", (2 * m.n_ff, e)
+            yield p + "ffn_down.weight", (e, m.n_ff)
+        else:
+            yield from _dense_ffn(p, e, m.n_ff)
+        if m.arch in ("gemma2", "gemma3"):
+            yield p + "post_ffw_norm.weight", (e,)
+    yield ("token_embd_norm.weight" if m.arch == "lfm2" else "output_norm.weight"), (e,)
+    if not m.tied_output:
+        yield "output.weight", (v, e)
+
+
+def _dense_ffn(p: str, e: int, ff: int) -> Iterator[tuple[str, tuple[int, ...]]]:
+    yield p + "ffn_gate.weight", (ff, e)
+    yield p + "ffn_up.weight", (ff, e)
+    yield p + "ffn_down.weight", (e, ff)
+
+
+def _is_norm(name: str) -> bool:
+    return "norm" in name or name.endswith(".bias") or "shortconv.conv" in name
+
+
+# ---- metadata -----------------------------------------------------------------------------------
+def _add_metadata(w: Any, m: ZooModel, file_type: int) -> None:
+    import gguf
+
+    a = m.arch
+    w.add_name(f"zoo-{m.family}")
+    w.add_uint32(f"{a}.context_length", m.n_ctx_train)
+    w.add_uint32(f"{a}.embedding_length", m.n_embd)
+    w.add_uint32(f"{a}.block_count", m.n_layer)
+    w.add_uint32(f"{a}.feed_forward_length", m.n_ff)
+    w.add_uint32(f"{a}.attention.head_count", m.n_head)
+    if isinstance(m.n_head_kv, tuple):
+        w.add_array(f"{a}.attention.head_count_kv", list(m.n_head_kv))
+    else:
+        w.add_uint32(f"{a}.attention.head_count_kv", m.n_head_kv)
+    if m.head_dim * m.n_head != m.n_embd:
+        w.add_uint32(f"{a}.attention.key_length", m.head_dim)
+        w.add_uint32(f"{a}.attention.value_length", m.head_dim)
+    w.add_uint32(f"{a}.rope.dimension_count", m.head_dim)
+    if a == "cohere2":
+        w.add_float32(f"{a}.attention.layer_norm_epsilon", 1e-5)
+    else:
+        w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)
+    if m.n_swa:
+        w.add_uint32(f"{a}.attention.sliding_window", m.n_swa)
+    if m.moe:
+        w.add_uint32(f"{a}.expert_count", m.n_expert)
+        w.add_uint32(f"{a}.expert_used_count", m.n_expert_used)
+        w.add_uint32(f"{a}.expert_feed_forward_length", m.n_ff_exp)
+    if m.l_cache:
+        w.add_uint32(f"{a}.shortconv.l_cache", m.l_cache)
+    for key, value in m.extra:
+        if isinstance(value, float):
+            w.add_float32(f"{a}.{key}", value)
+        else:
+            w.add_uint32(f"{a}.{key}", value)
+    w.add_file_type(file_type)
+    for key, value, vtype, sub in _tokenizer_fields(m.vocab):
+        if vtype == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, list(value), vtype, sub_type=sub)
+        else:
+            w.add_key_value(key, value, vtype)
+    if not any(k == "tokenizer.chat_template" for k, *_ in _tokenizer_fields(m.vocab)):
+        from app.core.synthetic_model import CHATML_TEMPLATE
+
+        w.add_chat_template(CHATML_TEMPLATE)
+
+
+# ---- files --------------------------------------------------------------------------------------
+def _folder() -> Path:
+    path = cache_root() / "zoo"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def small_path(family: str, model: ZooModel | None = None) -> Path:
+    """The scaled-down model of ``family`` (random F16 weights), written on first use."""
+    m = model or SMALL[family]
+    path = _folder() / f"{m.family}-small-{m.key()}.gguf"
+    if not path.exists():
+        _write_small(path, m)
+    return path
+
+
+def full_path(family: str, model: ZooModel | None = None, quant: str = "Q4_K") -> Path:
+    """The full-size model of ``family``: header only, a hole where the weights would be."""
+    m = model or FULL[family]
+    path = _folder() / f"{m.family}-full-{quant}-{m.key()}.gguf"
+    if not path.exists():
+        _write_sparse(path, m, quant)
+    return path
+
+
+def _write_small(path: Path, m: ZooModel) -> None:
+    import gguf
+
+    rng = np.random.default_rng(int(m.key()[:8], 16))
+    tmp = path.with_suffix(f".{os.getpid()}.part")
+    w = gguf.GGUFWriter(str(tmp), m.arch)
+    _add_metadata(w, m, int(gguf.LlamaFileType.MOSTLY_F16))
+    for name, dims in tensor_shapes(m):
+        if _is_norm(name):
+            data = (1.0 + 0.1 * rng.standard_normal(dims)).astype(np.float32)
+            if name.endswith(".bias"):
+                data = (0.02 * rng.standard_normal(dims)).astype(np.float32)
+        else:
+            std = 0.3 * (256 / dims[-1]) ** 0.5 / 16 ** 0.5
+            data = (rng.standard_normal(dims, dtype=np.float32) * std).astype(np.float16)
+        w.add_tensor(name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tmp.replace(path)
+
+
+def _write_sparse(path: Path, m: ZooModel, quant: str) -> None:
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[quant]
+    block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    tmp = path.with_suffix(f".{os.getpid()}.part")
+    w = gguf.GGUFWriter(str(tmp), m.arch)
+    ftype = getattr(gguf.LlamaFileType, f"MOSTLY_{quant}_M", None) or gguf.LlamaFileType[
+        f"MOSTLY_{quant}"
+    ]
+    _add_metadata(w, m, int(ftype))
+    total = 0
+    align = w.data_alignment
+    for name, dims in tensor_shapes(m):
+        n = int(np.prod(dims))
+        if _is_norm(name):
+            t, nbytes = gguf.GGMLQuantizationType.F32, 4 * n
+        elif dims[-1] % block == 0:
+            t, nbytes = qtype, n // block * block_bytes
+        else:
+            t, nbytes = q8, n // 32 * 34
+        w.add_tensor_info(name, dims, np.dtype(np.float32), nbytes, raw_dtype=t)
+        total += -(-nbytes // align) * align
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    size = tmp.stat().st_size
+    start = -(-size // align) * align
+    with tmp.open("r+b") as f:
+        f.truncate(start + total)  # a hole: no disk blocks, never read by a dry run
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A family with both of its files (for parametrised tests and the bench)."""
+
+    family: str
+    small: ZooModel = field(repr=False)
+    full: ZooModel = field(repr=False)
+
+
+def entries(families: tuple[str, ...] = FAMILIES) -> list[ZooEntry]:
+    return [ZooEntry(f, SMALL[f], FULL[f]) for f in families]
+
+
+if __name__ == "__main__":
+    import sys
+
+    for fam in sys.argv[1:] or FAMILIES:
+        print(fam, small_path(fam), full_path(fam))
