@@ -239,7 +239,7 @@ def test_moving_the_context_over_a_split_model_sends_no_new_request(window, qtbo
     shard_gets = [r for r in hub.requests if "/resolve/" in r[1] and "F16-0000" in r[1]]
     assert len(shard_gets) >= 3  # each shard's header was read once
     before = len(hub.requests)
-    for n_ctx in (1024, 3072, 2048):  # three moves of the slider, each planned
+    for n_ctx in (1024, 4096, 2048):  # three moves of the slider, each planned
         page.set_context(n_ctx)
         page.replan()
         _wait_planned(qtbot, page, n_ctx)
