@@ -162,18 +162,30 @@ def test_bad_inputs_give_clear_errors(tiny_models, tmp_path):
         list(run_compare([tiny_models["Q8_0"], tiny_models["Q2_K"]], []))
 
 
-def test_a_variant_that_fails_to_load_is_reported_and_the_others_finish(tiny_models, tmp_path):
+def test_a_variant_llama_cpp_would_refuse_stops_the_run_before_loading(tiny_models, tmp_path):
     data = bytearray(Path(tiny_models["Q4_0"]).read_bytes())
     key = b"general.architecture"
     at = data.find(key) + len(key) + 12  # value type (4 bytes) and string length (8) follow
     assert data[at : at + 5] == b"llama"
-    data[at : at + 5] = b"llamz"  # a header that reads fine, an architecture llama.cpp refuses
+    data[at : at + 5] = b"llamz"  # an architecture llama.cpp does not know
     broken = tmp_path / "broken-Q4_0.gguf"
     broken.write_bytes(bytes(data))
-    paths = [tiny_models["Q8_0"], broken, tiny_models["Q2_K"]]
-    events, report = _run(paths, options=_no_text(8), reference=tiny_models["Q8_0"])
+    with pytest.raises(CompareError, match="broken-Q4_0.gguf.*llama.cpp cannot load it"):
+        next(run_compare([tiny_models["Q8_0"], broken], PROMPT, options=_no_text(8)))
+
+
+def test_a_variant_that_fails_to_load_is_reported_and_the_others_finish(tiny_models, tmp_path):
+    doomed = tmp_path / "doomed-Q4_0.gguf"
+    shutil.copyfile(tiny_models["Q4_0"], doomed)
+    paths = [tiny_models["Q8_0"], doomed, tiny_models["Q2_K"]]
+    events = []
+    for event in run_compare(paths, PROMPT, options=_no_text(8), reference=tiny_models["Q8_0"]):
+        if isinstance(event, PlanReady):
+            doomed.unlink()  # gone between the plan and its load (a removed or unmounted file)
+        events.append(event)
+    report = events[-1].report
     failed = [e for e in events if isinstance(e, VariantFailed)]
-    assert [e.index for e in failed] == [1] and "could not load" in failed[0].message
+    assert [e.index for e in failed] == [1] and "doomed-Q4_0.gguf" in failed[0].message
     assert report.results[1].error == failed[0].message and report.results[1].text == ""
     assert report.results[0].error is None and report.results[2].error is None
     assert report.results[2].reply["kld_mean"] > 0
