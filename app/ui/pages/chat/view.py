@@ -21,7 +21,7 @@ import html
 import time
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -64,10 +64,40 @@ class _Body(QTextBrowser):
         self.anchorClicked.connect(self.link_activated)
         self.setFixedHeight(0)
 
+    # Every change of content refits the height itself: documentSizeChanged alone is not enough,
+    # because an empty document is already one line tall, so a first line of text leaves its size
+    # unchanged and no signal comes -- the body stayed 0 px high and one-line replies vanished
+    # (issue 12).
+    def show_html(self, text: str) -> None:
+        self.setHtml(text)
+        self._fit_height()
+
+    def show_plain(self, text: str) -> None:
+        self.setPlainText(text)
+        self._fit_height()
+
+    def append_html(self, text: str) -> None:
+        self.append(text)
+        self._fit_height()
+
+    def append_plain(self, text: str) -> None:
+        """Add text at the end without a new paragraph (reasoning streams in this way)."""
+        cursor = self.textCursor()
+        cursor.movePosition(cursor.MoveOperation.End)
+        cursor.insertText(text)
+        self._fit_height()
+
+    def clear_text(self) -> None:
+        self.clear()
+        self._fit_height()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._fit_height()
+
     def _fit_height(self, size: object = None) -> None:
-        height = (
-            int(self.document().size().height() + 0.999) if not self.document().isEmpty() else 0
-        )
+        doc = self.document()
+        height = 0 if doc.isEmpty() else int(doc.size().height() + 0.999)
         if height != self.height():
             self.setFixedHeight(height)
 
@@ -162,11 +192,11 @@ class MessageWidget(QFrame):
         self._pieces.clear()
         self._text = text
         self._tail = ""
-        self.tail.clear()
+        self.tail.clear_text()
         if self.role == "assistant":
-            self.stable.setHtml(render(text))
+            self.stable.show_html(render(text))
         else:
-            self.stable.setPlainText(text)
+            self.stable.show_plain(text)
         self.render_count += 1
 
     def set_stats(self, words: str) -> None:
@@ -180,8 +210,8 @@ class MessageWidget(QFrame):
         self.streaming = True
         self._pieces.clear()
         self._text = self._tail = ""
-        self.stable.clear()
-        self.tail.clear()
+        self.stable.clear_text()
+        self.tail.clear_text()
 
     def append(self, piece: str) -> None:
         self._pieces.append(piece)
@@ -196,14 +226,14 @@ class MessageWidget(QFrame):
         tail = self._tail + new
         cut = split_stable(tail)
         if cut:
-            self.stable.append(render(tail[:cut]))
+            self.stable.append_html(render(tail[:cut]))
             tail = tail[cut:]
         if len(tail) > TAIL_LIMIT:
             done, tail = force_split(tail)
             if done:
-                self.stable.append(render(done))
+                self.stable.append_html(render(done))
         self._tail = tail
-        self.tail.setHtml(render(tail) if tail.strip() else "")
+        self.tail.show_html(render(tail) if tail.strip() else "")
         self.render_count += 1
 
     def end_stream(self, final_text: str | None = None) -> None:
