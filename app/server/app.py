@@ -89,7 +89,7 @@ class _Job:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.cancel = CancelToken()
         self.record = record
-        self._parts = 0
+        self._sides: set[str] = set()
         self._lock = threading.Lock()
 
     def put(self, item: Any) -> None:
@@ -99,16 +99,42 @@ class _Job:
     def stop(self) -> None:
         self.pool.cancel(self.cancel)
 
-    def settle(self, **fields: Any) -> None:
-        """Add what one side knows to the record; the second call writes it to the log."""
+    def settle(self, side: str, **fields: Any) -> None:
+        """Add what one side ("worker" or "response") knows to the record, once per side; the
+        second side writes it to the log."""
         with self._lock:
+            if side in self._sides:
+                return
+            self._sides.add(side)
             for name, value in fields.items():
                 setattr(self.record, name, value)
-            self._parts += 1
-            done = self._parts == 2
+            done = len(self._sides) == 2
         if done:
             self.record.total_s = time.time() - self.record.at
             self.pool.record(self.record)
+
+
+class _JobStream(StreamingResponse):
+    """A stream that always stops its job when the response ends, however it ends.
+
+    After a disconnect Starlette cancels the sending task while the body generator may sit at a
+    ``yield``: its ``finally`` would then run only when the generator is collected, with the
+    engine generating all along.  Closing it here runs that ``finally`` at once.
+    """
+
+    def __init__(self, job: _Job, body: AsyncIterator[str], **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self.job = job
+        self.body = body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.stop()
+            with contextlib.suppress(RuntimeError):  # still running: its own finally will run
+                await self.body.aclose()  # type: ignore[attr-defined]
+            self.job.settle("response", finish="disconnected", status=499)
 
 
 def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI:
@@ -225,16 +251,17 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
             first = await job.queue.get()
         except asyncio.CancelledError:
             job.stop()
-            job.settle(status=499, finish="disconnected")
+            job.settle("response", status=499, finish="disconnected")
             raise
         if isinstance(first, BaseException):
             err = from_exception(first)
-            job.settle(status=err.status, finish=err.message[:200])
+            job.settle("response", status=err.status, finish=err.message[:200])
             return JSONResponse(err.body(), status_code=err.status)
         assert isinstance(first, _Ready)
         rid = schemas.new_id(chat)
         if parsed.stream:
-            return StreamingResponse(
+            return _JobStream(
+                job,
                 _sse(job, parsed, model.name, rid, chat=chat),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -262,16 +289,16 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
                         job.stop()
         except asyncio.CancelledError:
             job.stop()
-            job.settle(status=499, finish="disconnected")
+            job.settle("response", status=499, finish="disconnected")
             raise
         except Exception as exc:
             err = from_exception(exc)
-            job.settle(status=err.status, finish=err.message[:200])
+            job.settle("response", status=err.status, finish=err.message[:200])
             return JSONResponse(err.body(), status_code=err.status)
         if not stopped:
             text += scanner.flush()
         finish = schemas.finish_reason(stats, stopped)
-        job.settle(finish=finish)
+        job.settle("response", finish=finish)
         prompt = stats.prompt_tokens if stats else ready.prompt_tokens
         use = schemas.usage(prompt, stats.tokens if stats else 0)
         return JSONResponse(schemas.completion(rid, name, text, finish, use, chat=chat))
@@ -322,7 +349,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
             # Also reached when the client went away (the stream is cancelled or closed): stop
             # the engine now; the worker's final stats complete the log record.
             job.stop()
-            job.settle(finish=finish, status=200 if finish != "disconnected" else 499)
+            job.settle("response", finish=finish, status=200 if finish != "disconnected" else 499)
 
     return api
 
@@ -355,6 +382,7 @@ def _work(pool: ModelPool, job: _Job, model: Any, parsed: schemas.Parsed) -> Non
     finally:
         job.put(_END)
         job.settle(
+            "worker",
             prompt_tokens=stats.prompt_tokens if stats else prompt_tokens,
             tokens=stats.tokens if stats else 0,
             ttft_s=stats.ttft_s if stats else 0.0,

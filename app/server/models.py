@@ -331,13 +331,16 @@ class ModelPool:
         if cancel.is_set():
             return
         stream = slot.engine.generate(request)
+        stopping = False
         try:
             for item in stream:
                 yield item
                 # Engine.generate clears the engine's cancel flag when it starts: a cancel that
-                # raced with the start is caught here, and closing the stream stops the child.
-                if cancel.is_set():
-                    return
+                # raced with the start is caught here.  The stream is read to its end (at most a
+                # token more) so that its stats count what the engine really generated.
+                if cancel.is_set() and not stopping:
+                    stopping = True
+                    slot.engine.cancel()
         finally:
             stream.close()
 

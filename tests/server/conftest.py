@@ -1,7 +1,7 @@
 """Fixtures of the server tests: a real Library of tiny generated models and a running server.
 
 The server listens on 127.0.0.1 on a free port and is driven with the official ``openai`` client.
-Engines run with two threads; every server is stopped (and its engines with it) after its test,
+Engines run with one thread (two would spin against each other on a shared CI core); every server is stopped (and its engines with it) after its test,
 which the shared leak check verifies.
 """
 
@@ -62,7 +62,8 @@ def start_server(planner, library, tmp_path) -> Iterator[Callable[..., LocalServ
     servers: list[LocalServer] = []
 
     def start(**options: object) -> LocalServer:
-        opts = ServerOptions(port=0, n_threads=2, idle_ttl_s=0, **options)  # type: ignore[arg-type]
+        values: dict = {"port": 0, "n_threads": 1, "idle_ttl_s": 0, **options}
+        opts = ServerOptions(**values)
         server = LocalServer(opts, planner, library, log_dir=tmp_path / "logs")
         servers.append(server)
         server.start()

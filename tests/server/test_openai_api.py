@@ -28,7 +28,12 @@ def test_streamed_pieces_join_to_the_non_streamed_reply(client, tiny_files):
     assert text and whole.usage.completion_tokens > 0
     assert whole.choices[0].finish_reason in ("stop", "length")
     stream = client.chat.completions.create(
-        model=model, messages=PROMPT, max_tokens=40, seed=7, temperature=0.8, stream=True,
+        model=model,
+        messages=PROMPT,
+        max_tokens=40,
+        seed=7,
+        temperature=0.8,
+        stream=True,
         stream_options={"include_usage": True},
     )
     pieces, finish, usage = [], None, None
@@ -67,7 +72,10 @@ def test_text_completion_and_stop(client, tiny_files):
 
 def test_json_object_uses_a_grammar(client, tiny_files):
     out = client.chat.completions.create(
-        model=name_of(tiny_files["Q8_0"]), messages=PROMPT, max_tokens=200, seed=3,
+        model=name_of(tiny_files["Q8_0"]),
+        messages=PROMPT,
+        max_tokens=200,
+        seed=3,
         response_format={"type": "json_object"},
     )
     text = out.choices[0].message.content
@@ -99,7 +107,8 @@ def test_prompt_longer_than_the_context_is_400(start_server, tiny_files):
         for call in (
             lambda: c.completions.create(model=name_of(tiny_files["Q8_0"]), prompt=long),
             lambda: c.chat.completions.create(
-                model=name_of(tiny_files["Q8_0"]), messages=[{"role": "user", "content": long}],
+                model=name_of(tiny_files["Q8_0"]),
+                messages=[{"role": "user", "content": long}],
                 stream=True,
             ),
         ):
