@@ -13,7 +13,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,10 @@ from app.core import paths
 from app.core.engine.protocol import DryRunRequest
 from app.core.fit import DryRun, DryRunFn
 from app.core.gguf_header import GGUFError, ModelSpec, read_url, shard_urls
+from app.core.llama_log import CacheInfo
 
 _CACHE_FILE = "dryrun-cache.json"
-_FORMAT = 2  # bump when DryRun changes: old cache entries are then ignored
+_FORMAT = 3  # bump when DryRun changes: old cache entries are then ignored
 _CACHE_MAX = 4000
 
 
@@ -126,8 +127,13 @@ class DryRunner:
         n_gpu_layers: int = 0,
         type_k: str = "f16",
         type_v: str = "f16",
+        settings: MemorySettings | None = None,
     ) -> DryRun:
-        key = f"{_FORMAT}|{digest}|{self._version}|{n_ctx}|{n_gpu_layers}|{type_k}|{type_v}"
+        m = settings or MemorySettings()
+        key = (
+            f"{_FORMAT}|{digest}|{self._version}|{n_ctx}|{n_gpu_layers}|{type_k}|{type_v}|"
+            f"{m.n_ubatch}|{m.swa_full}|{m.flash_attn}|{m.cpu_moe_layers}"
+        )
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -137,7 +143,15 @@ class DryRunner:
 
                 self._engine = Engine()
             req = DryRunRequest(
-                path=str(path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, type_k=type_k, type_v=type_v
+                path=str(path),
+                n_ctx=n_ctx,
+                n_gpu_layers=n_gpu_layers,
+                n_ubatch=m.n_ubatch,
+                type_k=type_k,
+                type_v=type_v,
+                swa_full=m.swa_full,
+                flash_attn=m.flash_attn,
+                cpu_moe_layers=m.cpu_moe_layers,
             )
             result: DryRun = self._engine.request(req, timeout=300)
             self.runs += 1
@@ -156,6 +170,7 @@ class DryRunner:
         gpu_build: bool = False,
         headers: dict[str, str] | None = None,
         reader: Callable[[str], ModelSpec] | None = None,
+        settings: MemorySettings | None = None,
     ) -> DryRunFn:
         """A ``(n_ctx, n_gpu_layers) -> DryRun`` for the planner.
 
@@ -166,7 +181,7 @@ class DryRunner:
 
         def fn(n_ctx: int, n_gpu_layers: int) -> DryRun:
             ngl = n_gpu_layers if gpu_build else 0
-            return self.run(path, digest, n_ctx, ngl, type_k, type_v)
+            return self.run(path, digest, n_ctx, ngl, type_k, type_v, settings)
 
         return fn
 
@@ -190,4 +205,19 @@ def _from_json(data: dict[str, Any]) -> DryRun:
     data = dict(data)
     data["extra_buffers"] = tuple(data.get("extra_buffers", ()))
     data["cpu_features"] = tuple(data.get("cpu_features", ()))
+    data["swa_layers"] = tuple(data.get("swa_layers", ()))
+    data["caches"] = tuple(
+        CacheInfo(c["kind"], c["nbytes"], c["cells"], tuple(c["layers"]), tuple(c["devices"]))
+        for c in data.get("caches", ())
+    )
     return DryRun(**data)
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """The llama.cpp context settings besides the cache types that change what a load reserves."""
+
+    n_ubatch: int = 512
+    swa_full: bool = True
+    flash_attn: bool | None = None
+    cpu_moe_layers: int = 0

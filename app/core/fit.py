@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from app.core.errors import StrEnum
 from app.core.gguf_header import ModelSpec
-from app.core.llama_log import KV_TYPES
+from app.core.llama_log import KV_TYPES, CacheInfo
 from app.core.units import human_bytes
 
 GIB = 1 << 30
@@ -77,6 +78,15 @@ FULL_GPU_HOST_COMPUTE_NOTE = (
 )
 
 
+class Verdict(StrEnum):
+    """Where a model runs under a budget (compares equal to its string value)."""
+
+    FULL_GPU = "full_gpu"
+    PARTIAL_GPU = "partial_gpu"
+    CPU = "cpu"
+    NO_FIT = "no_fit"
+
+
 @dataclass(frozen=True)
 class DryRun:
     """What a llama.cpp dry run reported for one (file, context, offload, cache type)."""
@@ -89,6 +99,14 @@ class DryRun:
     measured_gpu: bool = False  # the compute figures came from a GPU build
     model_bytes: int = 0  # llama_model_size(): llama.cpp's own total of the weights
     cpu_features: tuple[str, ...] = ()  # as ggml-cpu sees them (avx2, avx512, neon, ...)
+    # Each cache llama.cpp creates (full and windowed KV, recurrent state), with its layers, and
+    # the layers it treats as sliding-window ones: its per-architecture rules, not a formula's.
+    caches: tuple[CacheInfo, ...] = ()
+    swa_layers: tuple[int, ...] = ()
+    # The settings the dry run reserved for (a load with the same ones reserves the same).
+    flash_attn: bool | None = None  # None: not recorded (an older cache entry)
+    swa_full: bool = True
+    n_ubatch: int = 512
 
     @property
     def compute_bytes(self) -> int:
@@ -125,37 +143,138 @@ def _row(type_name: str, n: int) -> int:
 
 
 def kv_layer_bytes(
-    spec: ModelSpec, n_ctx: int, type_k: str = "f16", type_v: str = "f16", n_ubatch: int = 512
+    spec: ModelSpec,
+    n_ctx: int,
+    type_k: str = "f16",
+    type_v: str = "f16",
+    n_ubatch: int = 512,
+    swa_full: bool = True,
 ) -> list[int]:
-    """Bytes of the KV cache of each repeating layer, as llama.cpp allocates it."""
+    """Bytes of the KV cache of each repeating layer, as llama.cpp allocates it (a formula: the
+    planner takes llama.cpp's own figures from a dry run, :func:`kv_from_dry_run`)."""
     out = []
     for il in range(spec.n_layer):
-        heads = spec.n_head_kv_of(il)
-        k = _row(type_k, spec.head_dim_k * heads)
-        v = _row(type_v, spec.head_dim_v * heads)
-        out.append(_layer_cells(spec, il, n_ctx, n_ubatch) * (k + v) if heads else 0)
+        out.append(
+            _layer_cells(spec, il, n_ctx, n_ubatch, swa_full) * _kv_row(spec, il, type_k, type_v)
+        )
     return out
 
 
-def _layer_cells(spec: ModelSpec, il: int, n_ctx: int, n_ubatch: int) -> int:
+def _kv_row(spec: ModelSpec, il: int, type_k: str, type_v: str) -> int:
+    """Bytes one cell of layer ``il`` takes (K and V rows)."""
+    heads = spec.n_head_kv_of(il)
+    if not heads:
+        return 0
+    return _row(type_k, spec.head_dim_k * heads) + _row(type_v, spec.head_dim_v * heads)
+
+
+def _layer_cells(spec: ModelSpec, il: int, n_ctx: int, n_ubatch: int, swa_full: bool = True) -> int:
     """KV cells of layer ``il``: the padded context, or a window for sliding-window layers."""
     full = pad_ctx(n_ctx)
-    if spec.n_swa and _is_swa_layer(spec, il):
+    if spec.n_swa and not swa_full and _is_swa_layer(spec, il):
         return min(full, pad_ctx(spec.n_swa + n_ubatch))
     return full
+
+
+@dataclass(frozen=True)
+class KVSplit:
+    """The KV cache and recurrent state of a context per repeating layer, and per cache."""
+
+    per_layer: list[int]  # attention KV bytes of each repeating layer
+    state_per_layer: list[int]  # recurrent state bytes of each layer
+    caches: list[dict[str, Any]]  # kind, cells, layers, bytes: llama.cpp's caches as planned
+    max_cells: int  # the largest attention cache (what attention at a full context reads)
+
+
+def kv_from_dry_run(
+    spec: ModelSpec,
+    dry: DryRun,
+    n_ctx: int,
+    type_k: str = "f16",
+    type_v: str = "f16",
+    n_ubatch: int = 512,
+) -> KVSplit:
+    """The KV caches a dry run reported, spread over their layers.
+
+    llama.cpp logs each cache's cells and layers and its size in MiB with two decimals; a cache's
+    bytes are ``cells x sum of its layers' rows`` exactly, so that product is taken when it agrees
+    with the logged size (a rounding apart) and the logged size otherwise (padded V rows, per-layer
+    head sizes this header does not describe).  Without caches in the dry run (an older cache
+    entry) the formula of :func:`kv_layer_bytes` stands in.
+    """
+    n = spec.n_layer
+    if not dry.caches:
+        per = kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch)
+        cells = max(
+            (_layer_cells(spec, il, n_ctx, n_ubatch) for il in range(n) if per[il]), default=0
+        )
+        caches = [{"kind": "formula", "cells": pad_ctx(n_ctx), "layers": n, "bytes": sum(per)}]
+        return KVSplit(per, [0] * n, caches, cells)
+    per, state = [0] * n, [0] * n
+    caches: list[dict[str, Any]] = []
+    max_cells = 0
+    for c in dry.caches:
+        layers = [il for il in c.layers if il < n]
+        nbytes = c.nbytes
+        if c.kind != "state":
+            try:
+                rows = [_kv_row(spec, il, type_k, type_v) for il in layers]
+            except ValueError:
+                rows = []
+            exact = c.cells * sum(rows)
+            if rows and abs(exact - nbytes) <= 6 * 1024 + nbytes // 1000:
+                nbytes = exact
+            max_cells = max(max_cells, c.cells)
+        target = state if c.kind == "state" else per
+        for il in layers:
+            target[il] += nbytes // max(len(layers), 1)
+        caches.append({"kind": c.kind, "cells": c.cells, "layers": len(layers), "bytes": nbytes})
+    return KVSplit(per, state, caches, max_cells)
+
+
+# llama.cpp's default sliding-window period per architecture when the file has no pattern key
+# (src/models/<arch>.cpp: load_swa_pattern(ml, N[, dense_first])): every N-th layer is global.
+# Only a fallback: a dry run reports llama.cpp's own per-layer choice (DryRun.swa_layers).
+SWA_DEFAULT_PATTERN: dict[str, tuple[int, bool]] = {
+    "gemma2": (2, False),
+    "gemma3": (6, False),
+    "gemma3n": (5, False),
+    "gemma-embedding": (6, False),
+    "cohere2": (4, False),
+    "cohere2moe": (4, True),
+    "gpt-oss": (2, False),
+    "llama4": (4, False),
+    "exaone4": (4, False),
+    "exaone-moe": (4, False),
+    "olmo2": (4, False),
+    "smallthinker": (4, True),
+    "afmoe": (4, False),
+    "plamo3": (8, False),
+}
 
 
 def _is_swa_layer(spec: ModelSpec, il: int) -> bool:
     pattern = spec.metadata.get(f"{spec.architecture}.attention.sliding_window_pattern")
     if isinstance(pattern, list):
         return bool(pattern[il]) if il < len(pattern) else False
-    if isinstance(pattern, int) and pattern > 0:
-        return (il + 1) % pattern != 0  # every pattern-th layer is a global one
-    return True
+    dense_first = False
+    if not (isinstance(pattern, int) and pattern > 0):
+        pattern, dense_first = SWA_DEFAULT_PATTERN.get(spec.architecture, (0, False))
+    if pattern <= 1:
+        return pattern == 1  # llama.cpp's set_swa_pattern: 1 = every layer windowed, 0 = none
+    if dense_first:
+        return il % pattern != 0
+    return (il + 1) % pattern != 0  # every pattern-th layer is a global one
 
 
 def cpu_work_bytes(
-    spec: ModelSpec, n_ctx: int, type_v: str = "f16", n_ubatch: int = 512, n_batch: int = 512
+    spec: ModelSpec,
+    n_ctx: int,
+    type_v: str = "f16",
+    n_ubatch: int = 512,
+    n_batch: int = 512,
+    n_kv_cells: int = 0,
+    flash_attn: bool | None = None,
 ) -> int:
     """The ggml CPU backend's work buffer at its largest: a full batch at a full context.
 
@@ -166,16 +285,24 @@ def cpu_work_bytes(
     filling 2048 tokens: a 30.9 MiB anonymous block = 2048 x 495 x 16 x 2 bytes).  The other
     conversions (activations to the weights' dot type) are a few MiB at most and fit in it.
     """
-    if type_v.lower() != "f16":
+    if flash_attn if flash_attn is not None else type_v.lower() != "f16":
         return 0  # flash attention: per-thread scratch rows only
     n_tokens = min(n_ubatch, n_batch, n_ctx)
     layers = [il for il in range(spec.n_layer) if spec.n_head_kv_of(il)]
-    n_kv = max((_layer_cells(spec, il, n_ctx, n_ubatch) for il in layers), default=0)
+    n_kv = n_kv_cells or max((_layer_cells(spec, il, n_ctx, n_ubatch) for il in layers), default=0)
     return n_kv * n_tokens * spec.n_head * 2
 
 
-def kv_bytes(spec: ModelSpec, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
-    return sum(kv_layer_bytes(spec, n_ctx, type_k, type_v))
+def kv_bytes(
+    spec: ModelSpec,
+    n_ctx: int,
+    type_k: str = "f16",
+    type_v: str = "f16",
+    n_ubatch: int = 512,
+    swa_full: bool = True,
+) -> int:
+    """The KV formula's total (a fallback and a check: plans take llama.cpp's dry-run figures)."""
+    return sum(kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch, swa_full))
 
 
 def extra_buffer_of(
@@ -223,6 +350,8 @@ class MemoryPlan:
     vram_bytes: int
     peak_ram_bytes: int  # while loading: the whole file is read through the page cache once
     notes: list[str] = field(default_factory=list)
+    state_bytes: int = 0  # recurrent layers' fixed state (part of kv_bytes), whatever the context
+    kv_caches: list[dict[str, Any]] = field(default_factory=list)  # llama.cpp's caches, one by one
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -276,9 +405,17 @@ def plan_memory(
     type_v: str = "f16",
     n_ubatch: int = 512,
     granule: int = FILE_GRANULE,
+    flash_attn: bool | None = None,
 ) -> MemoryPlan:
     """The memory a load of ``spec`` with these settings needs, split into RAM and VRAM."""
     notes: list[str] = []
+    if flash_attn is None:
+        flash_attn = dry.flash_attn
+    if dry.flash_attn is not None:
+        n_ubatch = dry.n_ubatch
+        notes.append(
+            settings_note(dry.flash_attn, dry.swa_full, dry.n_ubatch, bool(dry.swa_layers))
+        )
     gpu_layers, output_on_gpu = _gpu_layer_set(spec.n_layer, n_gpu_layers)
     w_cpu = w_gpu = repacked = mapped = 0
     extents: list[tuple[int, int]] = []  # file ranges read through the mapping
@@ -311,9 +448,11 @@ def plan_memory(
             extents.append((start, start + t.nbytes))
     if extents:
         mapped += _resident_extents(extents, max(granule, 1))
-    kv_layers = kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch)
+    kv = kv_from_dry_run(spec, dry, n_ctx, type_k, type_v, n_ubatch)
+    kv_layers = [a + b for a, b in zip(kv.per_layer, kv.state_per_layer, strict=True)]
     kv_gpu = sum(b for il, b in enumerate(kv_layers) if il in gpu_layers)
     kv_cpu = sum(kv_layers) - kv_gpu
+    state = sum(kv.state_per_layer)
     ngl = max(0, min(n_gpu_layers, spec.n_layer + 1))
     if ngl == 0 or dry.measured_gpu:
         c_cpu, c_gpu = dry.cpu_compute_bytes, dry.gpu_compute_bytes
@@ -329,7 +468,9 @@ def plan_memory(
             c_cpu = dry.cpu_compute_bytes  # the CPU runs the layers it keeps: same graph sizes
     work = 0
     if ngl <= spec.n_layer:  # some repeating layers (their attention) run on the CPU
-        work = cpu_work_bytes(spec, n_ctx, type_v, n_ubatch)
+        work = cpu_work_bytes(
+            spec, n_ctx, type_v, n_ubatch, n_kv_cells=kv.max_cells, flash_attn=flash_attn
+        )
         c_cpu += work
     overhead = dry.base_rss_bytes
     ram = repacked + mapped + kv_cpu + c_cpu + dry.output_bytes + overhead
@@ -341,6 +482,16 @@ def plan_memory(
         notes.append(
             f"CPU compute includes {human_bytes(work)} of ggml work buffer (attention at a full batch and "
             "context, converted to f16) that llama.cpp allocates outside its reported buffers"
+        )
+    if state:
+        notes.append(
+            f"{human_bytes(state)} of recurrent state (fixed size, whatever the context) in the KV figure"
+        )
+    swa = [c for c in kv.caches if c["kind"] == "swa"]
+    if swa:
+        notes.append(
+            f"sliding-window cache of {swa[0]['layers']} layers holds {swa[0]['cells']} cells"
+            + (" (full size: swa_full)" if swa[0]["cells"] >= pad_ctx(n_ctx) else "")
         )
     if repacked:
         notes.append(
@@ -370,7 +521,21 @@ def plan_memory(
         vram_bytes=vram,
         peak_ram_bytes=peak,
         notes=notes,
+        state_bytes=state,
+        kv_caches=kv.caches,
     )
+
+
+def settings_note(flash_attn: bool, swa_full: bool, n_ubatch: int, windowed: bool) -> str:
+    """The memory settings a plan is made for, in words (the load uses the same)."""
+    text = f"settings: flash attention {'on' if flash_attn else 'off'}, n_ubatch {n_ubatch}"
+    if windowed:
+        text += ", sliding-window cache " + (
+            "full size (swa_full: prompt reuse across turns)"
+            if swa_full
+            else "window only (swa_full off: least memory)"
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -406,7 +571,7 @@ DryRunFn = Callable[[int, int], DryRun]
 class OffloadPlan:
     """The planner's answer: a verdict, the chosen plan, and the largest context that fits."""
 
-    verdict: str  # full_gpu | partial_gpu | cpu | no_fit
+    verdict: Verdict
     plan: MemoryPlan
     max_ctx: int
     reason: str
@@ -420,6 +585,8 @@ class OffloadPlan:
             "n_layers_total": p.n_layers_total,
             "weights_bytes": p.weights_bytes,
             "kv_bytes": p.kv_bytes,
+            "state_bytes": p.state_bytes,
+            "kv_caches": p.kv_caches,
             "compute_bytes": p.compute_bytes,
             "ram_bytes": p.ram_bytes,
             "vram_bytes": p.vram_bytes,
@@ -507,20 +674,20 @@ def plan_offload(
         )
         if best:
             reason += f"; it would fit with a context of {best} tokens"
-        return OffloadPlan("no_fit", cpu, best, reason)
+        return OffloadPlan(Verdict.NO_FIT, cpu, best, reason)
     ngl = plan.n_gpu_layers
     if ngl >= total:
-        verdict = "full_gpu"
+        verdict = Verdict.FULL_GPU
         where = "unified memory" if budget.unified else "VRAM"
         reason = f"all {total} layers fit in {where} ({human_bytes(plan.vram_bytes)} of {human_bytes(budget.vram_usable)} usable)"
     elif ngl > 0:
-        verdict = "partial_gpu"
+        verdict = Verdict.PARTIAL_GPU
         reason = (
             f"{ngl} of {total} layers fit in VRAM ({human_bytes(plan.vram_bytes)}); the rest runs on the "
             f"CPU from {human_bytes(plan.ram_bytes)} of RAM"
         )
     else:
-        verdict = "cpu"
+        verdict = Verdict.CPU
         reason = f"runs on the CPU in {human_bytes(plan.ram_bytes)} of RAM"
         if budget.vram_usable:
             reason += " (not even one layer fits the GPU budget)"

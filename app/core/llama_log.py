@@ -72,3 +72,61 @@ def kv_cache_sizes(lines: list[str]) -> list[int]:
     """The size of each KV cache llama.cpp reports (``llama_kv_cache: size = ...``; one per cache:
     a windowed model has a full and a sliding-window one)."""
     return [mib_bytes(m.group(1)) for line in lines if (m := _KV_SIZE.search(line))]
+
+
+# "llama_kv_cache_iswa: creating     SWA KV cache, size = 768 cells", "llama_kv_cache: layer   5: dev
+# = CPU" (or ": filtered"), "llama_kv_cache: size = 2.50 MiB (2048 cells, 5 layers, 1/1 seqs), ...",
+# "llama_memory_recurrent, layer   0: dev = CPU", "llama_memory_recurrent: size = 0.02 MiB (1 cells,
+# 6 layers, 1 seqs 0 rs_seq), R (f32): ...", "load_tensors: layer   3 assigned to device CPU, is_swa = 1"
+_ISWA_CREATE = re.compile(r"llama_kv_cache_iswa: creating\s+(non-SWA|SWA) KV cache")
+_CACHE_LAYER = re.compile(r"(llama_kv_cache|llama_memory_recurrent)[:,] layer\s+(\d+): dev = (\S+)")
+_CACHE_SIZE = re.compile(
+    r"(llama_kv_cache|llama_memory_recurrent): size =\s*([\d.]+)\s*MiB \(\s*(\d+) cells"
+)
+_IS_SWA = re.compile(r"load_tensors: layer\s+(\d+) assigned to device (\S+), is_swa = (\d)")
+# What each cache is made of, in llama.cpp's own words.
+CACHE_LOG_KEYS = ("llama_kv_cache", "llama_memory_recurrent", "is_swa", "buffer size")
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """One memory cache llama.cpp allocates for a context.
+
+    ``kind``: ``full`` (attention over the whole context), ``swa`` (the sliding-window layers'
+    cache) or ``state`` (recurrent layers' fixed state, llama.cpp's RS buffers).  ``layers``: the
+    repeating layers it holds, each on the device of ``devices`` at the same index.
+    """
+
+    kind: str
+    nbytes: int
+    cells: int
+    layers: tuple[int, ...]
+    devices: tuple[str, ...] = ()
+
+
+def memory_caches(lines: list[str]) -> list[CacheInfo]:
+    """Every KV cache and recurrent state of a context, in the order llama.cpp creates them."""
+    out: list[CacheInfo] = []
+    kind = "full"
+    layers: list[int] = []
+    devices: list[str] = []
+    for line in lines:
+        if m := _ISWA_CREATE.search(line):
+            kind = "full" if m.group(1) == "non-SWA" else "swa"
+            layers, devices = [], []
+        elif m := _CACHE_LAYER.search(line):
+            layers.append(int(m.group(2)))
+            devices.append(m.group(3))
+        elif m := _CACHE_SIZE.search(line):
+            what = "state" if m.group(1) == "llama_memory_recurrent" else kind
+            nbytes = mib_bytes(m.group(2))
+            out.append(CacheInfo(what, nbytes, int(m.group(3)), tuple(layers), tuple(devices)))
+            kind, layers, devices = "full", [], []
+    return out
+
+
+def swa_layers(lines: list[str]) -> tuple[int, ...]:
+    """The layers llama.cpp treats as sliding-window ones (its per-architecture pattern)."""
+    return tuple(
+        int(m.group(1)) for line in lines if (m := _IS_SWA.search(line)) and m.group(3) == "1"
+    )

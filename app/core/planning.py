@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.core.cancel import CancelToken
-from app.core.dryrun import DryRunner
+from app.core.dryrun import DryRunner, MemorySettings
 from app.core.errors import ErrorKind, QuantDeskError
 from app.core.fit import (
     DEFAULT_RAM_MARGIN,
@@ -69,6 +69,16 @@ class PlanOptions:
 
     type_k: str = "f16"
     type_v: str = "f16"
+    # Chosen on purpose (the engine loads with the same; the plan's notes say which are in force):
+    # a full-size sliding-window cache keeps a chat's earlier turns reusable (llama-cpp-python's
+    # default; llama-server's is off, which holds only the window: far less memory at long contexts).
+    swa_full: bool = True
+    flash_attn: bool | None = None  # None: on only for a quantized V cache, which needs it
+    n_ubatch: int = 512
+    cpu_moe_layers: int = 0  # expert tensors of the first N layers kept in RAM (--n-cpu-moe)
+
+    def settings(self) -> MemorySettings:
+        return MemorySettings(self.n_ubatch, self.swa_full, self.flash_attn, self.cpu_moe_layers)
 
 
 # ---- results --------------------------------------------------------------------------------
@@ -243,6 +253,7 @@ class Planner:
             self.profile().gpu_build,
             headers,
             reader=lambda url: self.headers.url(url, headers),
+            settings=o.settings(),
         )
 
     def fit(

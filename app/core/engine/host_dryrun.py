@@ -11,16 +11,25 @@ The file may be a header-only sparse file: nothing past the header is read.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 
 from app.core.engine.host import RequestError, State, current_rss
 from app.core.engine.protocol import DryRunRequest
 from app.core.fit import DryRun
-from app.core.llama_log import KV_TYPES, buffer_lines, kv_cache_sizes
+from app.core.llama_log import (
+    CACHE_LOG_KEYS,
+    KV_TYPES,
+    buffer_lines,
+    kv_cache_sizes,
+    memory_caches,
+    swa_layers,
+)
 
 _HOST_MODEL_BUFFERS = {"CPU", "CPU_Mapped"}
 
@@ -44,6 +53,9 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
         mp.n_gpu_layers = req.n_gpu_layers
         mp.no_alloc = True
         mp.load_mode = lc.LLAMA_LOAD_MODE_NONE
+        overrides = cpu_moe_overrides(state, req.cpu_moe_layers)
+        if overrides is not None:
+            mp.tensor_buft_overrides = overrides
         model = lc.llama_model_load_from_file(req.path.encode(), mp)
         if not model:
             raise RequestError(f"llama.cpp could not read {os.path.basename(req.path)}", "load")
@@ -59,9 +71,10 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
             cp.type_v = KV_TYPES[req.type_v].ggml_type
             cp.flash_attn_type = (
                 lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-                if req.type_v != "f16"
+                if flash_attn_on(req.flash_attn, req.type_v)
                 else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
+            cp.swa_full = req.swa_full
             ctx = lc.llama_init_from_model(model, cp)
             if not ctx:
                 raise RequestError(
@@ -73,7 +86,12 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
     finally:
         state._install_log_capture()  # back to the engine's own log capture
     return replace(
-        parse_log(lines, base or 0), model_bytes=model_bytes, cpu_features=cpu_features(state)
+        parse_log(lines, base or 0),
+        model_bytes=model_bytes,
+        cpu_features=cpu_features(state),
+        flash_attn=flash_attn_on(req.flash_attn, req.type_v),
+        swa_full=req.swa_full,
+        n_ubatch=min(req.n_ctx, req.n_batch, req.n_ubatch),
     )
 
 
@@ -101,7 +119,7 @@ def _capture(state: State, lines: list[str]) -> None:
     """Keep only the lines a plan needs: a dry run logs thousands of graph-reservation lines."""
     lc = state.llama_cpp
     partial: list[str] = []
-    keep = ("buffer size", "llama_kv_cache", "error", "failed", "warning")
+    keep = (*CACHE_LOG_KEYS, "error", "failed", "warning")
 
     @lc.llama_log_callback
     def _cb(level: int, text: bytes, user_data: object) -> None:
@@ -111,7 +129,8 @@ def _capture(state: State, lines: list[str]) -> None:
             partial.clear()
             if any(k in line for k in keep):
                 lines.append(line)
-                sys.stderr.write(line + "\n")
+                if "layer" not in line:  # per-layer lines: hundreds on a big model
+                    sys.stderr.write(line + "\n")
 
     state._dryrun_log_cb = _cb  # type: ignore[attr-defined]  # ctypes frees unreferenced thunks
     lc.llama_log_set(_cb, None)
@@ -132,6 +151,7 @@ def parse_log(lines: list[str], base_rss: int = 0) -> DryRun:
     kv = sum(kv_cache_sizes(lines))
     extras = tuple(n for n in model_buffers if n not in _HOST_MODEL_BUFFERS and _host_extra(n))
     gpu = any(not (d.upper().startswith("CPU") or d.endswith("_Host")) for d in compute)
+    caches = tuple(memory_caches(lines))
     return DryRun(
         compute=compute,
         output_bytes=output,
@@ -139,7 +159,88 @@ def parse_log(lines: list[str], base_rss: int = 0) -> DryRun:
         extra_buffers=extras,
         base_rss_bytes=base_rss,
         measured_gpu=gpu,
+        caches=caches,
+        swa_layers=swa_layers(lines),
     )
+
+
+def flash_attn_on(flash_attn: bool | None, type_v: str) -> bool:
+    """Flash attention as a load uses it: as chosen, or (None) only for a quantized V cache."""
+    return flash_attn if flash_attn is not None else type_v != "f16"
+
+
+_MOE_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+
+
+def cpu_moe_overrides(state: State, n_layers: int) -> int | None:
+    r"""``tensor_buft_overrides`` keeping the expert tensors of layers ``0..n_layers-1`` in RAM.
+
+    The same rule as llama.cpp's ``--n-cpu-moe N`` (common/arg.cpp: ``blk\.N\.ffn_(up|down|
+    gate)_(ch|)exps`` to the CPU buffer type).  The array and its strings must outlive the model
+    load, so they are kept on ``state``.
+    """
+    if n_layers <= 0:
+        return None
+    cpu_buft = _cpu_buffer_type(state)
+    patterns = [f"^blk\\.{il}{_MOE_EXPERTS}".encode() for il in range(n_layers)]
+    arr = (_BuftOverride * (len(patterns) + 1))()
+    for i, pat in enumerate(patterns):
+        arr[i].pattern = pat
+        arr[i].buft = cpu_buft
+    arr[len(patterns)].pattern = None  # the list ends with a NULL pattern
+    state._moe_overrides = (arr, patterns)  # type: ignore[attr-defined]
+    return ctypes.cast(arr, ctypes.c_void_p).value
+
+
+class _BuftOverride(ctypes.Structure):
+    """llama.h's ``struct llama_model_tensor_buft_override`` (llama_cpp does not bind it)."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+@contextlib.contextmanager
+def moe_load_params(state: State, n_layers: int) -> Iterator[None]:
+    """While a ``llama_cpp.Llama`` is created: its model params carry the expert overrides.
+
+    ``Llama`` builds its ``llama_model_params`` from ``llama_model_default_params()`` and offers
+    no argument for ``tensor_buft_overrides``, so the default is wrapped for the one load.
+    """
+    overrides = cpu_moe_overrides(state, n_layers)
+    if overrides is None:
+        yield
+        return
+    import llama_cpp.llama as llama_module
+
+    original = llama_module.llama_cpp.llama_model_default_params
+
+    def params() -> object:
+        mp = original()
+        mp.tensor_buft_overrides = overrides
+        return mp
+
+    llama_module.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = original
+
+
+def _cpu_buffer_type(state: State) -> ctypes.c_void_p:
+    """libggml-cpu's ``ggml_backend_cpu_buffer_type()`` (llama_cpp ships the library)."""
+    found = getattr(state, "_cpu_buft", None)
+    if found is not None:
+        return found
+    lib_dir = os.path.join(os.path.dirname(state.llama_cpp.__file__), "lib")
+    names = sorted(n for n in os.listdir(lib_dir) if n.startswith(("libggml-cpu", "ggml-cpu")))
+    if not names:
+        raise RequestError("this llama.cpp build has no CPU backend library", "load")
+    lib = ctypes.CDLL(os.path.join(lib_dir, names[0]))
+    fn = lib.ggml_backend_cpu_buffer_type
+    fn.restype = ctypes.c_void_p
+    fn.argtypes = []
+    buft = ctypes.c_void_p(fn())
+    state._cpu_buft = buft  # type: ignore[attr-defined]
+    return buft
 
 
 def _host_extra(name: str) -> bool:

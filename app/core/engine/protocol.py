@@ -45,6 +45,13 @@ class LoadRequest:
     use_mmap: bool = True
     type_k: str = "f16"
     type_v: str = "f16"
+    # Memory settings (app.core.planning.PlanOptions: the plan is made for the same ones).
+    n_ubatch: int = 512
+    swa_full: bool = (
+        True  # a full-size cache for sliding-window layers (llama-cpp-python's default)
+    )
+    flash_attn: bool | None = None  # None: on only for a quantized V cache (which needs it)
+    cpu_moe_layers: int = 0  # keep the expert tensors of the first N layers in RAM (--n-cpu-moe)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,9 @@ class DryRunRequest:
     n_ubatch: int = 512
     type_k: str = "f16"
     type_v: str = "f16"
+    swa_full: bool = True
+    flash_attn: bool | None = None
+    cpu_moe_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class LoadedInfo:
     metadata: dict[str, str]
     buffers: dict[str, int]
     rss_bytes: int
+    caches: tuple[Any, ...] = ()  # app.core.llama_log.CacheInfo: each KV cache / recurrent state
 
 
 @dataclass(frozen=True)
