@@ -171,6 +171,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
         metadata={k: str(v)[:2000] for k, v in llm.metadata.items()},
         buffers=_buffers(state.log_lines),
         rss_bytes=current_rss(),
+        caches=tuple(memory_caches(state.log_lines)),
     )
 
 
