@@ -124,22 +124,30 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
         raise RequestError(str(exc), "load") from exc
     _unload(state)
     lc = state.llama_cpp
+    from app.core.llama_log import memory_caches
+
     kv_types = {"f16": 1, "f32": 0, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7}
     state.log_lines.clear()
     t0 = time.perf_counter()
+    from app.core.engine.host_dryrun import flash_attn_on, moe_load_params
+
     try:
-        llm = lc.Llama(
-            model_path=req.path,
-            n_ctx=req.n_ctx,
-            n_gpu_layers=req.n_gpu_layers,
-            n_threads=req.n_threads,
-            n_batch=req.n_batch,
-            use_mmap=req.use_mmap,
-            type_k=kv_types[req.type_k],
-            type_v=kv_types[req.type_v],
-            flash_attn=req.type_v != "f16",  # a quantized V cache needs flash attention
-            verbose=True,
-        )
+        # The memory settings are the plan's (PlanOptions): the same ones the dry run used.
+        with moe_load_params(state, req.cpu_moe_layers):
+            llm = lc.Llama(
+                model_path=req.path,
+                n_ctx=req.n_ctx,
+                n_gpu_layers=req.n_gpu_layers,
+                n_threads=req.n_threads,
+                n_batch=req.n_batch,
+                n_ubatch=req.n_ubatch,
+                use_mmap=req.use_mmap,
+                type_k=kv_types[req.type_k],
+                type_v=kv_types[req.type_v],
+                flash_attn=flash_attn_on(req.flash_attn, req.type_v),
+                swa_full=req.swa_full,
+                verbose=True,
+            )
     except ValueError as exc:
         detail = [ln for ln in state.log_lines if "error" in ln.lower() or "failed" in ln.lower()]
         hint = f" ({detail[-1].strip()})" if detail else ""
