@@ -79,54 +79,213 @@ def _lfm2_heads(n_layer: int, attn: tuple[int, ...], kv: int) -> tuple[int, ...]
 FULL: dict[str, ZooModel] = {
     m.family: m
     for m in (
-        ZooModel("llama", "llama", "llama-bpe", 32, 4096, 32, 8, 128, 14336, 8192,
-                 extra=(("rope.freq_base", 500000.0),), note="Llama 3 8B"),
-        ZooModel("qwen2", "qwen2", "qwen2", 28, 3584, 28, 4, 128, 18944, 32768, qkv_bias=True,
-                 extra=(("rope.freq_base", 1000000.0),), note="Qwen2.5 7B"),
-        ZooModel("qwen3", "qwen3", "qwen2", 36, 4096, 32, 8, 128, 12288, 40960,
-                 extra=(("rope.freq_base", 1000000.0),), note="Qwen3 8B"),
-        ZooModel("qwen3moe", "qwen3moe", "qwen2", 48, 2048, 32, 4, 128, 6144, 40960,
-                 n_expert=128, n_expert_used=8, n_ff_exp=768,
-                 extra=(("rope.freq_base", 1000000.0),), note="Qwen3 30B-A3B"),
-        ZooModel("gemma2", "gemma2", "command-r", 42, 3584, 16, 8, 256, 14336, 8192, n_swa=4096,
-                 tied_output=True,
-                 extra=(("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)),
-                 note="Gemma 2 9B (a 256k vocabulary of the same size)"),
-        ZooModel("gemma3", "gemma3", "gemma-4", 48, 3840, 16, 8, 256, 15360, 131072, n_swa=1024,
-                 tied_output=True, extra=(("rope.freq_base", 1000000.0),),
-                 note="Gemma 3 12B: 262k vocabulary, no sliding_window_pattern key"),
-        ZooModel("phi3", "phi3", "phi-3", 32, 3072, 32, 32, 96, 8192, 4096,
-                 note="Phi-3 mini (hyper-parameters of the vocab file)"),
-        ZooModel("cohere2", "cohere2", "command-r", 32, 4096, 32, 8, 128, 14336, 131072,
-                 n_swa=4096, tied_output=True, extra=(("logit_scale", 0.25),),
-                 note="Command R7B: 3 windowed layers to 1 global"),
-        ZooModel("lfm2", "lfm2", "llama-bpe", 16, 2048, 32,
-                 _lfm2_heads(16, (2, 5, 8, 10, 12, 14), 8), 64, 8192, 128000, tied_output=True,
-                 l_cache=3, note="LFM2 1.2B: hybrid, 10 short-convolution layers"),
+        ZooModel(
+            "llama",
+            "llama",
+            "llama-bpe",
+            32,
+            4096,
+            32,
+            8,
+            128,
+            14336,
+            8192,
+            extra=(("rope.freq_base", 500000.0),),
+            note="Llama 3 8B",
+        ),
+        ZooModel(
+            "qwen2",
+            "qwen2",
+            "qwen2",
+            28,
+            3584,
+            28,
+            4,
+            128,
+            18944,
+            32768,
+            qkv_bias=True,
+            extra=(("rope.freq_base", 1000000.0),),
+            note="Qwen2.5 7B",
+        ),
+        ZooModel(
+            "qwen3",
+            "qwen3",
+            "qwen2",
+            36,
+            4096,
+            32,
+            8,
+            128,
+            12288,
+            40960,
+            extra=(("rope.freq_base", 1000000.0),),
+            note="Qwen3 8B",
+        ),
+        ZooModel(
+            "qwen3moe",
+            "qwen3moe",
+            "qwen2",
+            48,
+            2048,
+            32,
+            4,
+            128,
+            6144,
+            40960,
+            n_expert=128,
+            n_expert_used=8,
+            n_ff_exp=768,
+            extra=(("rope.freq_base", 1000000.0),),
+            note="Qwen3 30B-A3B",
+        ),
+        ZooModel(
+            "gemma2",
+            "gemma2",
+            "command-r",
+            42,
+            3584,
+            16,
+            8,
+            256,
+            14336,
+            8192,
+            n_swa=4096,
+            tied_output=True,
+            extra=(("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)),
+            note="Gemma 2 9B (a 256k vocabulary of the same size)",
+        ),
+        ZooModel(
+            "gemma3",
+            "gemma3",
+            "gemma-4",
+            48,
+            3840,
+            16,
+            8,
+            256,
+            15360,
+            131072,
+            n_swa=1024,
+            tied_output=True,
+            extra=(("rope.freq_base", 1000000.0),),
+            note="Gemma 3 12B: 262k vocabulary, no sliding_window_pattern key",
+        ),
+        ZooModel(
+            "phi3",
+            "phi3",
+            "phi-3",
+            32,
+            3072,
+            32,
+            32,
+            96,
+            8192,
+            4096,
+            note="Phi-3 mini (hyper-parameters of the vocab file)",
+        ),
+        ZooModel(
+            "cohere2",
+            "cohere2",
+            "command-r",
+            32,
+            4096,
+            32,
+            8,
+            128,
+            14336,
+            131072,
+            n_swa=4096,
+            tied_output=True,
+            extra=(("logit_scale", 0.25),),
+            note="Command R7B: 3 windowed layers to 1 global",
+        ),
+        ZooModel(
+            "lfm2",
+            "lfm2",
+            "llama-bpe",
+            16,
+            2048,
+            32,
+            _lfm2_heads(16, (2, 5, 8, 10, 12, 14), 8),
+            64,
+            8192,
+            128000,
+            tied_output=True,
+            l_cache=3,
+            note="LFM2 1.2B: hybrid, 10 short-convolution layers",
+        ),
     )
 }
 
 # Scaled down: same pattern, head ratios and vocabulary; small widths and few layers.
 SMALL: dict[str, ZooModel] = {
-    "llama": replace(FULL["llama"], n_layer=2, n_embd=128, n_head=4, n_head_kv=1, head_dim=32,
-                     n_ff=256),
-    "qwen2": replace(FULL["qwen2"], n_layer=2, n_embd=224, n_head=7, n_head_kv=1, head_dim=32,
-                     n_ff=256),
-    "qwen3": replace(FULL["qwen3"], n_layer=2, n_embd=128, n_head=4, n_head_kv=1, head_dim=32,
-                     n_ff=256),
-    "qwen3moe": replace(FULL["qwen3moe"], n_layer=2, n_embd=128, n_head=8, n_head_kv=1,
-                        head_dim=32, n_ff=256, n_expert=8, n_expert_used=2, n_ff_exp=64),
-    "gemma2": replace(FULL["gemma2"], n_layer=4, n_embd=128, n_head=2, n_head_kv=1, head_dim=64,
-                      n_ff=256, n_swa=256),
-    "gemma3": replace(FULL["gemma3"], n_layer=6, n_embd=128, n_head=2, n_head_kv=1, head_dim=64,
-                      n_ff=256, n_swa=256, n_ctx_train=32768),
-    "phi3": replace(FULL["phi3"], n_layer=2, n_embd=128, n_head=4, n_head_kv=4, head_dim=32,
-                    n_ff=256),
-    "cohere2": replace(FULL["cohere2"], n_layer=4, n_embd=128, n_head=4, n_head_kv=1,
-                       head_dim=32, n_ff=256, n_swa=256, n_ctx_train=32768),
-    "lfm2": replace(FULL["lfm2"], n_layer=6, n_embd=128, n_head=4,
-                    n_head_kv=_lfm2_heads(6, (2, 5), 1), head_dim=32, n_ff=256,
-                    n_ctx_train=32768),
+    "llama": replace(
+        FULL["llama"], n_layer=2, n_embd=128, n_head=4, n_head_kv=1, head_dim=32, n_ff=256
+    ),
+    "qwen2": replace(
+        FULL["qwen2"], n_layer=2, n_embd=224, n_head=7, n_head_kv=1, head_dim=32, n_ff=256
+    ),
+    "qwen3": replace(
+        FULL["qwen3"], n_layer=2, n_embd=128, n_head=4, n_head_kv=1, head_dim=32, n_ff=256
+    ),
+    "qwen3moe": replace(
+        FULL["qwen3moe"],
+        n_layer=2,
+        n_embd=128,
+        n_head=8,
+        n_head_kv=1,
+        head_dim=32,
+        n_ff=256,
+        n_expert=8,
+        n_expert_used=2,
+        n_ff_exp=64,
+    ),
+    "gemma2": replace(
+        FULL["gemma2"],
+        n_layer=4,
+        n_embd=128,
+        n_head=2,
+        n_head_kv=1,
+        head_dim=64,
+        n_ff=256,
+        n_swa=256,
+    ),
+    "gemma3": replace(
+        FULL["gemma3"],
+        n_layer=6,
+        n_embd=128,
+        n_head=2,
+        n_head_kv=1,
+        head_dim=64,
+        n_ff=256,
+        n_swa=256,
+        n_ctx_train=32768,
+    ),
+    "phi3": replace(
+        FULL["phi3"], n_layer=2, n_embd=128, n_head=4, n_head_kv=4, head_dim=32, n_ff=256
+    ),
+    "cohere2": replace(
+        FULL["cohere2"],
+        n_layer=4,
+        n_embd=128,
+        n_head=4,
+        n_head_kv=1,
+        head_dim=32,
+        n_ff=256,
+        n_swa=256,
+        n_ctx_train=32768,
+    ),
+    "lfm2": replace(
+        FULL["lfm2"],
+        n_layer=6,
+        n_embd=128,
+        n_head=4,
+        n_head_kv=_lfm2_heads(6, (2, 5), 1),
+        head_dim=32,
+        n_ff=256,
+        n_ctx_train=32768,
+    ),
 }
 FAMILIES = tuple(FULL)
 
@@ -340,7 +499,7 @@ def _write_small(path: Path, m: ZooModel) -> None:
             if name.endswith(".bias"):
                 data = (0.02 * rng.standard_normal(dims)).astype(np.float32)
         else:
-            std = 0.3 * (256 / dims[-1]) ** 0.5 / 16 ** 0.5
+            std = 0.3 * (256 / dims[-1]) ** 0.5 / 16**0.5
             data = (rng.standard_normal(dims, dtype=np.float32) * std).astype(np.float16)
         w.add_tensor(name, data)
     w.write_header_to_file()
@@ -358,9 +517,10 @@ def _write_sparse(path: Path, m: ZooModel, quant: str) -> None:
     q8 = gguf.GGMLQuantizationType.Q8_0
     tmp = path.with_suffix(f".{os.getpid()}.part")
     w = gguf.GGUFWriter(str(tmp), m.arch)
-    ftype = getattr(gguf.LlamaFileType, f"MOSTLY_{quant}_M", None) or gguf.LlamaFileType[
-        f"MOSTLY_{quant}"
-    ]
+    ftype = (
+        getattr(gguf.LlamaFileType, f"MOSTLY_{quant}_M", None)
+        or gguf.LlamaFileType[f"MOSTLY_{quant}"]
+    )
     _add_metadata(w, m, int(ftype))
     total = 0
     align = w.data_alignment
