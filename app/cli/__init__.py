@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "app.cli.plan",
     "app.cli.compare",
     "app.cli.hub",
+    "app.cli.serve",
 ]
 
 
