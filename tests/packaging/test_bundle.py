@@ -114,3 +114,24 @@ def test_gui_starts_on_a_real_x_server(bundle, tmp_path):
     env["QUANTDESK_QUIT_AFTER_MS"] = "2000"
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_bundle_carries_the_x_libraries_the_xcb_plugin_needs(bundle):
+    # A bare Debian/Ubuntu lacks libxcb-cursor0, libxcb-icccm4, libxcb-keysyms1 and friends: the
+    # bundle must bring its own copies, which the loader finds there before the system's.
+    internal = bundle / "_internal"
+    plugin = internal / "PySide6" / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(internal)}
+    out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0 and "not found" not in out.stdout, out.stdout
+    resolved = {
+        line.split("=>")[0].strip(): line.split("=>")[1].split("(")[0].strip()
+        for line in out.stdout.splitlines()
+        if "=>" in line
+    }
+    for soname in ("libxcb-cursor.so.0", "libxcb-icccm.so.4", "libxcb-keysyms.so.1",
+                   "libxcb-image.so.0", "libxcb-render-util.so.0", "libxkbcommon-x11.so.0"):  # fmt: skip
+        assert Path(resolved[soname]).resolve().is_relative_to(internal.resolve()), (
+            soname,
+            resolved,
+        )
