@@ -45,6 +45,7 @@ _FIRST_READ = 256 * 1024
 _GGUF_MAX_ELEMENTS = 1 << 30  # gguf.cpp's own limit on one array (and one string)
 _MAX_NAME = 64  # GGML_MAX_NAME: a tensor name must be shorter
 _MAX_DIMS = 4  # GGML_MAX_DIMS
+_TENSOR_ALIGNMENT = 32  # ggml-backend's TENSOR_ALIGNMENT for mapped tensor data
 _MAX_LAYERS = 512  # LLAMA_MAX_LAYERS
 _MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
 _INT64_MAX = (1 << 63) - 1
@@ -576,6 +577,12 @@ def _parse_header(reader: _Reader) -> _Header:
         raise GGUFError(f"{source} ends before its tensor data begins: it is truncated")
     expected = 0
     for t in tensors:
+        if (data_offset + t.offset) % _TENSOR_ALIGNMENT:
+            # ggml asserts a mapped tensor's address is 32-byte aligned: llama.cpp aborts.
+            raise GGUFError(
+                f"tensor {t.name!r} data starts at file offset {data_offset + t.offset:,}, not a "
+                f"multiple of {_TENSOR_ALIGNMENT} (general.alignment {align}): llama.cpp aborts on it"
+            )
         if t.offset != expected:
             raise GGUFError(
                 f"corrupted header: tensor {t.name!r} starts at offset {t.offset:,}, where "
