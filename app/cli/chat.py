@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from app.cli.common import fail, print_json
+from app.cli.memory_flags import add_memory_flags, load_kwargs, plan_options
 from app.core.engine import Engine, EngineError, GenerationStats, Sampling
 
 
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--json", action="store_true", help="with --prompt: print a JSON object")
+    add_memory_flags(p)
     p.set_defaults(func=run)
 
 
@@ -60,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
     with Engine() as engine:
         try:
             engine.load(
-                args.model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads
+                args.model,
+                n_ctx=args.ctx,
+                n_gpu_layers=args.gpu_layers,
+                n_threads=args.threads,
+                **load_kwargs(plan_options(args)),
             )
         except EngineError as exc:
             return fail(f"cannot load {args.model}: {exc}")

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.common import fail, human_bytes, print_json
+from app.cli.memory_flags import add_memory_flags, plan_options, settings_json
 from app.core.errors import QuantDeskError
 from app.core.fit import KV_TYPES, Budget, OffloadPlan
 from app.core.gguf_header import GGUFError, ModelSpec
 from app.core.hardware import HardwareProfile
-from app.core.planning import Planner, PlanOptions
+from app.core.planning import Planner
 from app.core.units import parse_size
 
 _FIRST_OR_SINGLE = re.compile(r"(?<!-\d{5}-of-\d{5})\.gguf$|-00001-of-\d{5}\.gguf$", re.IGNORECASE)
@@ -41,6 +42,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-type", default="f16", choices=sorted(KV_TYPES), help="KV cache type (K and V)"
     )
+    add_memory_flags(p)
     p.add_argument("--json", action="store_true", help="print a JSON object")
 
 
@@ -72,7 +74,7 @@ def _budget_json(b: Budget) -> dict[str, Any]:
 def run_plan(args: argparse.Namespace) -> int:
     if args.ctx < 1:
         return fail("--ctx must be a positive number of tokens")
-    options = PlanOptions(args.cache_type, args.cache_type)
+    options = plan_options(args, args.cache_type, args.cache_type)
     with Planner() as planner:
         try:
             spec = planner.spec(args.model)
@@ -92,6 +94,7 @@ def run_plan(args: argparse.Namespace) -> int:
         **offload.to_json(),
         "budget": _budget_json(budget),
         "notes": offload.plan.notes + profile.warnings,
+        "settings": settings_json(options),
     }
     if args.json:
         print_json(out)
@@ -153,7 +156,7 @@ def variant_sources(repo: str) -> list[tuple[str, str, dict[str, str] | None]]:
 def run_recommend(args: argparse.Namespace) -> int:
     if args.ctx < 1:
         return fail("--ctx must be a positive number of tokens")
-    options = PlanOptions(args.cache_type, args.cache_type)
+    options = plan_options(args, args.cache_type, args.cache_type)
     with Planner() as planner:
         try:
             budget = _budget(planner, args)
