@@ -17,7 +17,7 @@ import pytest
 from app.cli import run_cli
 from app.core import download, settings
 from app.core import hub as hubapi
-from app.core.download import StopToken
+from app.core.cancel import CancelToken
 from app.core.hub import HubError
 from app.core.library import Library
 from tests.hub_fixtures import GATED_REPO, TINY_REPO
@@ -210,7 +210,7 @@ def test_pause_then_resume_continues_with_range(hub, hub_repos):
     hub.throttle(1_000_000)
     variant = _variant("Q8_0")
     size = variant.size_bytes
-    stop = StopToken()
+    stop = CancelToken()
     library = Library()
     steps = []
     for step in download.download(variant, library, stop=stop, **FAST):
@@ -234,7 +234,7 @@ def test_pause_then_resume_continues_with_range(hub, hub_repos):
 def test_cancel_keeps_the_partial_and_discard_removes_it(hub):
     hub.throttle(1_000_000)
     variant = _variant("Q8_0")
-    stop = StopToken()
+    stop = CancelToken()
     steps = []
     for step in download.download(variant, stop=stop, **FAST):
         steps.append(step)
@@ -303,7 +303,7 @@ def test_redirected_download_resumes_at_the_cdn(hub, hub_repos):
 def test_a_server_that_ignores_range_restarts_from_zero(hub):
     hub.throttle(1_000_000)
     variant = _variant("Q8_0")
-    stop = StopToken()
+    stop = CancelToken()
     for step in download.download(variant, stop=stop, **FAST):
         if step.bytes_done > 300_000:
             stop.pause()
@@ -326,7 +326,7 @@ def test_the_token_is_not_sent_to_the_cdn(hub, monkeypatch):
 def test_the_same_variant_cannot_download_twice_at_once(hub):
     hub.throttle(500_000)
     variant = _variant("Q8_0")
-    stop = StopToken()
+    stop = CancelToken()
     first = download.download(variant, stop=stop, **FAST)
     assert next(first).state == "downloading"  # the first one holds the variant now
     with pytest.raises(HubError, match="already being downloaded") as info:
@@ -377,3 +377,43 @@ def test_pull_in_a_terminal_draws_a_progress_bar(hub):
     assert Path(out.decode().strip()).name == Q8  # stdout stays clean: just the path
     text = drawn.decode(errors="replace")
     assert "downloading [" in text and "100.0%" in text and "\r" in text
+
+
+@pytest.mark.parametrize("repo", ["not a repo", "a/b/c", "../x", "owner/" + "n" * 200])
+def test_malformed_repo_id_is_one_line_error(hub, repo, capsys):
+    for cmd in (["variants", repo], ["pull", repo, "Q4_K_M"]):
+        assert run_cli(cmd) != 0
+        err = capsys.readouterr().err
+        assert "not a Hub repo id" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1
+    with pytest.raises(HubError) as info:
+        hubapi.list_variants(repo)
+    assert info.value.kind == "request"
+
+
+def test_disk_full_during_the_last_chunk_keeps_the_partial(hub, hub_repos, small_filesystem):
+    """The disk fills while the final bytes are written: "disk full", partial kept, resume works."""
+    hub.throttle(300_000)
+    library = Library(folder=small_filesystem / "models")
+    variant = _variant("Q2_K")
+    size = variant.size_bytes
+    part = download.partial_dir(library) / f"{variant.files[0].sha256}.part"
+    filler = small_filesystem / "filler"
+    steps = download.download(variant, library, margin_bytes=0, backoff_s=0.01)
+    assert next(steps).state == "downloading"
+    # Leave room for all but the last 8 KiB: the free space runs out inside the final chunk.
+    have = part.stat().st_size
+    free = shutil.disk_usage(small_filesystem).free
+    filler.write_bytes(b"\0" * max(0, free - (size - have) + 8192))
+    with pytest.raises(HubError, match="disk full") as info:
+        _run(steps)
+    assert info.value.kind == "disk_full"
+    kept = part.stat().st_size
+    assert size - 64 * 1024 < kept < size  # the partial holds everything that fitted
+    assert [p.variant.file for p in download.pending_downloads(library)] == [variant.file]
+    filler.unlink()
+    hub.throttle(None)
+    done = _run(download.download(variant, library, margin_bytes=0, backoff_s=0.01))
+    assert done[-1].state == "done"
+    assert _sha(done[-1].model.path) == hub.sha256(TINY_REPO, variant.file)
+    assert hub.file_requests(variant.file)[-1] == f"bytes={kept}-"
