@@ -39,6 +39,7 @@ PAGES: list[tuple[str, str]] = [
     ("Library", "app.ui.pages.library:LibraryPage"),
     ("Chat", "app.ui.pages.chat.page:ChatPage"),
     ("Compare", "app.ui.pages.compare.page:CompareView"),
+    ("Server", "app.ui.pages.server:ServerPage"),
     ("Settings", "app.ui.pages.settings:SettingsPage"),
 ]
 
@@ -136,9 +137,10 @@ class MainWindow(QMainWindow):
         return self.page(title)
 
     def set_badge(self, title: str, count: int) -> None:
-        """Show a count next to a page's name in the sidebar (0 hides it)."""
+        """Show a count next to a page's name in the sidebar (0 hides it; -1: "on", a service)."""
         index = [t for t, _ in PAGES].index(title)
-        self.sidebar.item(index).setText(f"{title}  ({count})" if count else title)
+        badge = f"  ({count})" if count > 0 else "  \u25cf on" if count < 0 else ""
+        self.sidebar.item(index).setText(title + badge)
 
     def current_title(self) -> str:
         return PAGES[self.stack.currentIndex()][0]
