@@ -125,7 +125,7 @@ class _JobStream(StreamingResponse):
     def __init__(self, job: _Job, body: AsyncIterator[str], **kwargs: Any) -> None:
         super().__init__(body, **kwargs)
         self.job = job
-        self.body = body
+        self._source = body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -133,7 +133,7 @@ class _JobStream(StreamingResponse):
         finally:
             self.job.stop()
             with contextlib.suppress(RuntimeError):  # still running: its own finally will run
-                await self.body.aclose()  # type: ignore[attr-defined]
+                await self._source.aclose()  # type: ignore[attr-defined]
             self.job.settle("response", finish="disconnected", status=499)
 
 
@@ -227,7 +227,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
         if not isinstance(body, dict):
             raise ApiError("the request body must be a JSON object")
         model = await asyncio.get_running_loop().run_in_executor(
-            executor, pool.resolve, body.get("model")
+            executor, pool.resolve, str(body.get("model") or "")
         )
         raise ApiError(
             f"{model.name} does not embed: it is a text-generation model (llama.cpp computes "

@@ -342,7 +342,9 @@ class ModelPool:
                     stopping = True
                     slot.engine.cancel()
         finally:
-            stream.close()
+            close = getattr(stream, "close", None)  # a generator: closing it drains the engine
+            if close is not None:
+                close()
 
     # ---- log ------------------------------------------------------------------------------
     def record(self, rec: RequestRecord) -> None:

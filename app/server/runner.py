@@ -99,7 +99,6 @@ class LocalServer:
             return
         self._sock = self._bind()
         server = uvicorn.Server(self._config())
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
         self._server = server
         self._thread = threading.Thread(target=self._run, name="quantdesk-server", daemon=True)
         self._thread.start()

@@ -237,8 +237,9 @@ class ServerPage(QWidget):
     def _clear_error(self) -> None:
         while self.error_box.count():
             item = self.error_box.takeAt(0)
-            if item is not None and item.widget() is not None:
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
 
     # ---- live view ------------------------------------------------------------------------
     def _on_report(self, item: object) -> None:
