@@ -526,6 +526,23 @@ def plan_memory(
     )
 
 
+# A scoring pass (app.core.engine.host_score) asks for the logits of every position of a batch:
+# llama.cpp grows its output buffer to n_batch rows, the compute buffer's logits rows are all
+# written, and numpy holds the batch's log-probabilities in float32 plus the temporaries of
+# log_softmax and top-k (exp, argpartition's 8-byte indices): about four more copies at the peak.
+SCORE_LOGIT_COPIES = 4
+
+
+def scoring_extra_bytes(spec: ModelSpec, dry: DryRun, n_ctx: int, n_batch: int = 512) -> int:
+    """What a comparison's scoring pass holds beyond a chat: the logits of a whole batch."""
+    rows = min(n_batch, n_ctx)
+    logits = rows * max(spec.n_vocab, 0) * 4
+    return max(0, logits - dry.output_bytes) + SCORE_LOGIT_COPIES * logits
+
+
+WORKLOADS = ("chat", "score")
+
+
 def settings_note(flash_attn: bool, swa_full: bool, n_ubatch: int, windowed: bool) -> str:
     """The memory settings a plan is made for, in words (the load uses the same)."""
     text = f"settings: flash attention {'on' if flash_attn else 'off'}, n_ubatch {n_ubatch}"

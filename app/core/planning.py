@@ -30,11 +30,13 @@ from app.core.dryrun import DryRunner, MemorySettings
 from app.core.errors import ErrorKind, QuantDeskError
 from app.core.fit import (
     DEFAULT_RAM_MARGIN,
+    WORKLOADS,
     Budget,
     DryRunFn,
     OffloadPlan,
     plan_memory,
     plan_offload,
+    scoring_extra_bytes,
 )
 from app.core.gguf_header import (
     GGUFError,
@@ -416,19 +418,41 @@ class Planner:
         n_ctx: int,
         budget_bytes: int | None = None,
     ) -> RunPlan:
-        """Parallel when every variant's plan fits the budget together, sequential otherwise."""
-        need = [self.need_bytes(path, spec, n_ctx) for path, spec in files]
+        """Parallel when every variant's plan fits the budget together, sequential otherwise.
+
+        A comparison scores: each variant's need is its scoring-pass plan (the logits of a whole
+        batch), not a chat's, which on a large vocabulary is hundreds of MiB smaller.
+        """
+        need = [self.need_bytes(path, spec, n_ctx, workload="score") for path, spec in files]
         return run_plan(need, budget_bytes)
 
-    def need_bytes(self, path: Path, spec: ModelSpec, n_ctx: int) -> int:
-        """Resident memory one engine child needs for ``path`` on the CPU at ``n_ctx``."""
+    def need_bytes(
+        self,
+        path: Path,
+        spec: ModelSpec,
+        n_ctx: int,
+        *,
+        workload: str = "chat",
+        options: PlanOptions | None = None,
+    ) -> int:
+        """Resident memory one engine child needs for ``path`` on the CPU at ``n_ctx``.
+
+        ``workload``: ``chat`` (a context filled by a conversation) or ``score`` (a comparison's
+        teacher-forced pass, which holds a batch of logits besides).
+        """
+        if workload not in WORKLOADS:
+            raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
         try:
-            dry = self.dry_fn(path, spec)(n_ctx, 0)
+            dry = self.dry_fn(path, spec, options)(n_ctx, 0)
         except QuantDeskError:
             # llama.cpp refused it (the load will say why): count the weights only, never a
             # formula over the file's layer count, which is not trusted here.
             return header_estimate(spec)
-        return plan_memory(spec, dry, n_ctx).ram_bytes
+        o = options or PlanOptions()
+        need = plan_memory(spec, dry, n_ctx, 0, o.type_k, o.type_v).ram_bytes
+        if workload == "score":
+            need += scoring_extra_bytes(spec, dry, n_ctx)
+        return need
 
     def close(self) -> None:
         self.runner.close()

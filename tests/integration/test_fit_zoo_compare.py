@@ -1,0 +1,33 @@
+"""A comparison decides parallel or sequential from the scoring-pass plan (real llama.cpp dry runs).
+
+On a large vocabulary the scoring pass holds a whole batch of logits (512 rows x 262k tokens x 4
+bytes = 512 MiB per copy), which a chat never does: a budget between the two totals must give
+"sequential", where the chat plans alone would have said "parallel".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.gguf_header import read_local
+from tests import zoo
+
+pytestmark = pytest.mark.skipif(not zoo.available(), reason="llama.cpp vocab files not found")
+
+
+def test_compare_on_a_large_vocabulary_uses_the_scoring_plan(planner):
+    files = [(p, read_local(p)) for p in (zoo.small_path("gemma3"), zoo.small_path("cohere2"))]
+    n_ctx = 1024
+    chat = [planner.need_bytes(p, s, n_ctx) for p, s in files]
+    score = [planner.need_bytes(p, s, n_ctx, workload="score") for p, s in files]
+    for (_, spec), c, s in zip(files, chat, score, strict=True):
+        assert spec.n_vocab >= 256000
+        assert s - c >= 5 * 512 * spec.n_vocab * 4 - (1 << 21)  # a batch of logits, five times
+    budget = (sum(chat) + sum(score)) // 2
+    run = planner.plan_compare(files, n_ctx, budget)
+    assert run.mode == "sequential", run.reason
+    assert run.need_bytes == score
+    assert sum(chat) <= budget  # what the chat plans alone would have allowed
+    assert planner.plan_compare(files, n_ctx, sum(score)).mode == "parallel"
+    with pytest.raises(ValueError):
+        planner.need_bytes(files[0][0], files[0][1], n_ctx, workload="train")
