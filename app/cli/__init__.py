@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "app.cli.compare",
     "app.cli.hub",
     "app.cli.serve",
+    "app.cli.worker",
 ]
 
 

@@ -87,6 +87,7 @@ class Engine:
         self._send_lock = threading.Lock()
         self._log_dir = log_dir
         self.log_path: Path | None = None
+        self._workers: tuple[str, ...] = ()  # RPC workers registered in the current child
         self.loaded: LoadedInfo | None = None
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -191,6 +192,10 @@ class Engine:
         self._reap()
         msg = f"The engine process died: {describe_exit(code)}."
         if detail:
+        if self._workers:  # ggml-rpc aborts without naming the worker it lost
+            from app.core.rpc import explain_lost_workers
+
+            msg = explain_lost_workers(self._workers, msg)
             msg += f" Last words: {detail}"
         raise EngineCrashed(msg, code)
 
@@ -213,6 +218,12 @@ class Engine:
                 raise EngineError(msg.message, msg.kind)
 
     def load(self, path: str | Path, **options: Any) -> LoadedInfo:
+        workers = tuple(options.get("rpc_servers", ()))
+        if self.alive and self._workers and workers != self._workers:
+            self.close()  # ggml cannot unregister a worker's devices: a fresh child forgets them
+        if not self.alive:
+            self._workers = ()
+        self._workers = tuple(dict.fromkeys(self._workers + workers))
         """Load a model (options as in LoadRequest).  A previous model is unloaded first."""
         self.loaded = self.request(LoadRequest(path=str(path), **options))
         return self.loaded

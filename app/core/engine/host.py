@@ -126,6 +126,10 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     lc = state.llama_cpp
     from app.core.llama_log import memory_caches
 
+        if req.rpc_servers:
+            from app.core.rpc import register_servers
+
+            register_servers(req.rpc_servers)  # probes each first: ggml aborts on a dead one
     kv_types = {"f16": 1, "f32": 0, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7}
     state.log_lines.clear()
     t0 = time.perf_counter()
@@ -139,8 +143,13 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
                 n_ctx=req.n_ctx,
                 n_gpu_layers=req.n_gpu_layers,
                 n_threads=req.n_threads,
+                tensor_split=list(req.tensor_split) or None,
                 n_batch=req.n_batch,
                 n_ubatch=req.n_ubatch,
+    except QuantDeskError as exc:  # a worker that cannot be reached (app.core.rpc)
+        if isinstance(exc, RequestError):
+            raise
+        raise RequestError(str(exc), "load") from exc
                 use_mmap=req.use_mmap,
                 type_k=kv_types[req.type_k],
                 type_v=kv_types[req.type_v],

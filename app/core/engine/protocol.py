@@ -52,6 +52,13 @@ class LoadRequest:
     )
     flash_attn: bool | None = None  # None: on only for a quantized V cache (which needs it)
     cpu_moe_layers: int = 0  # keep the expert tensors of the first N layers in RAM (--n-cpu-moe)
+    # Workers (app.core.rpc, "host:port") whose devices take layers, and the share of the offloaded
+    # layers per device in llama.cpp's order (workers first, then local GPUs): app.core.split.
+    rpc_servers: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] = ()
+    # Prompt format: None picks one (the file's template, else llama.cpp's built-in one for the
+    # family, else completion); or force "gguf", "builtin:NAME" or "completion" (app.core.chat_format).
+    chat_format: str | None = None
 
 
 @dataclass(frozen=True)
