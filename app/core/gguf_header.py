@@ -444,7 +444,7 @@ class _Reader:
         return _TypedArray(itype, values)
 
 
-class _StrArray(list):  # type: ignore[type-arg]
+class _StrArray(list[bytes]):
     """An array of strings as read: the raw bytes of each item (decoded on demand)."""
 
     itype = _STRING
@@ -649,10 +649,10 @@ def _check_key_types(h: _Header, source: str) -> None:
         "tokenizer.ggml.token_type": (_I32,),
     }
     for key, items in tok_rules.items():
-        t = h.types.get(key)
-        if t is not None and (t[0] != _ARRAY or t[1] not in items):
+        found = h.types.get(key)
+        if found is not None and (found[0] != _ARRAY or found[1] not in items):
             raise GGUFError(
-                f"{source}: the key {key!r} is {_type_name(t)} where llama.cpp needs an array of "
+                f"{source}: the key {key!r} is {_type_name(found)} where llama.cpp needs an array of "
                 f"{' or '.join(_TYPE_NAMES[i] for i in items)}: llama.cpp would refuse this file"
             )
 

@@ -402,8 +402,9 @@ def test_disk_full_during_the_last_chunk_keeps_the_partial(hub, hub_repos, small
     steps = download.download(variant, library, margin_bytes=0, backoff_s=0.01)
     assert next(steps).state == "downloading"
     # Leave room for all but the last 8 KiB: the free space runs out inside the final chunk.
-    have = part.stat().st_size
+    # Free space first, then the partial: bytes written in between only make the shortfall larger.
     free = shutil.disk_usage(small_filesystem).free
+    have = part.stat().st_size
     filler.write_bytes(b"\0" * max(0, free - (size - have) + 8192))
     with pytest.raises(HubError, match="disk full") as info:
         _run(steps)
