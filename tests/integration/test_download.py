@@ -418,3 +418,16 @@ def test_disk_full_during_the_last_chunk_keeps_the_partial(hub, hub_repos, small
     assert done[-1].state == "done"
     assert _sha(done[-1].model.path) == hub.sha256(TINY_REPO, variant.file)
     assert hub.file_requests(variant.file)[-1] == f"bytes={kept}-"
+
+
+def test_remote_header_errors_carry_kind_and_status(hub):
+    from app.core.gguf_header import GGUFError, read_url
+
+    spec = read_url(hubapi.file_url(TINY_REPO, Q4, "main"))  # through huggingface_hub's session
+    assert spec.quant == "Q4_K_M" and spec.raw_header and spec.header_bytes_read < 1 << 20
+    with pytest.raises(GGUFError) as info:
+        read_url(hubapi.file_url(TINY_REPO, "missing.gguf", "main"))
+    assert info.value.kind == "not_found" and info.value.status == 404
+    with pytest.raises(GGUFError) as info:
+        read_url(hubapi.file_url(GATED_REPO, "gated-Q4_K_M.gguf", "main"))
+    assert info.value.kind in ("gated", "auth") and info.value.status in (401, 403)
