@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.core.cancel import CancelToken
 from app.core.dryrun import DryRunner, MemorySettings
@@ -32,6 +32,7 @@ from app.core.fit import (
     DEFAULT_RAM_MARGIN,
     WORKLOADS,
     Budget,
+    DryRun,
     DryRunFn,
     OffloadPlan,
     plan_memory,
@@ -140,6 +141,10 @@ class LoadPlan:
     ram_bytes: int = 0
     vram_bytes: int = 0
     options: PlanOptions = field(default_factory=PlanOptions)
+    # A model split over workers (app.core.split): pass both to the load; ``split`` has the why.
+    rpc_servers: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] = ()
+    split: Any = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,7 @@ class Planner:
         *,
         options: PlanOptions | None = None,
         budget: Budget | None = None,
+        workers: list[str] | tuple[str, ...] | None = None,
     ) -> LoadPlan:
         """Context and GPU layers to load ``path`` with (:class:`PlanError` when nothing fits).
 
@@ -293,6 +299,8 @@ class Planner:
         want = max(MIN_CTX, min(want_ctx, int(spec.n_ctx_train or want_ctx)))
         budget = budget or self.budget()
         fn = self.dry_fn(path, spec, o)
+        if workers:
+            return _plan_with_workers(spec, fn(want, 0), want, budget, o, workers)
         offload = plan_offload(spec, budget, fn, want, o.type_k, o.type_v)
         n_ctx, reason = want, offload.reason
         if offload.verdict == "no_fit":
@@ -466,6 +474,41 @@ class Planner:
 
 def header_estimate(spec: ModelSpec) -> int:
     """A plan-free lower bound: the weights, the logits of one batch and an engine process."""
+def _plan_with_workers(
+    spec: ModelSpec,
+    dry: DryRun,
+    n_ctx: int,
+    budget: Budget,
+    o: PlanOptions,
+    workers: list[str] | tuple[str, ...],
+) -> LoadPlan:
+    """A load split over this computer and ``workers`` (each probed first, with a short timeout)."""
+    from app.core import rpc, split
+
+    try:
+        addrs = rpc.parse_workers(list(workers))
+    except rpc.WorkerError as exc:
+        raise PlanError(str(exc)) from exc
+    infos = rpc.probe_all(addrs)
+    bad = [i for i in infos if not i.ok]
+    if bad:
+        raise PlanError("; ".join(f"worker {i.address}: {i.error}" for i in bad))
+    devices = []
+    if budget.vram_usable and not budget.unified:
+        devices.append(split.SplitDevice("this GPU", "gpu", budget.vram_usable))
+    devices.append(split.SplitDevice("this computer's RAM", "ram", budget.ram_usable))
+    devices += [split.SplitDevice(f"worker {i.address}", "worker", i.free_bytes, i.address) for i in infos]
+    sp = split.plan_split(spec, dry, n_ctx, devices, o.type_k, o.type_v)
+    if not sp.fits:
+        raise PlanError(f"{spec.name or 'the model'} {sp.reason}")
+    ram = next(s.total_bytes for s in sp.shares if s.kind == "ram")
+    vram = sum(s.total_bytes for s in sp.shares if s.kind == "gpu")
+    verdict = "split" if sp.rpc_servers else ("cpu" if sp.n_gpu_layers == 0 else "partial_gpu")
+    return LoadPlan(
+        n_ctx, sp.n_gpu_layers, sp.reason, verdict, ram, vram, o, sp.rpc_servers, sp.tensor_split, sp
+    )
+
+
     return spec.weights_bytes + 4 * 512 * max(0, spec.n_vocab) + _PROCESS_OVERHEAD
 
 

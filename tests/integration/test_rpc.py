@@ -1,0 +1,148 @@
+"""Workers over loopback: a model split over two real RPC worker processes and this machine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app.core import rpc, split
+from app.core.engine import Engine
+from app.core.engine.client import EngineCrashed
+from app.core.engine.protocol import GenerateRequest, Sampling
+from app.core.fit import Budget
+from app.core.planning import PlanError, PlanOptions
+from tests import modelfactory
+
+N_CTX = 512
+GREEDY = Sampling.preset("greedy")
+
+
+def _budgets(planner, path):
+    """Local RAM for one layer, each worker room for one layer: the plan needs both workers."""
+    spec = planner.spec(path)
+    dry = planner.dry_fn(path, spec, PlanOptions())(N_CTX, 0)
+    per, out, embd = split.layer_weights(spec)
+    kv_layer = dry.kv_bytes // spec.n_layer
+    layer = (
+        max(per) + kv_layer + out // 2
+    )  # one layer (and its KV cache), never a layer and the head
+    fixed = embd + dry.cpu_compute_bytes + dry.output_bytes + dry.base_rss_bytes
+    ram = Budget(ram_bytes=fixed + layer + 512 * 1024 * 1024, vram_bytes=0)
+    worker = int(dry.cpu_compute_bytes * split.WORKER_COMPUTE_FACTOR) + split.WORKER_MARGIN + layer
+    return ram, worker
+
+
+@pytest.fixture
+def two_workers(planner):
+    path = modelfactory.model_path("Q8_0")
+    ram, mem = _budgets(planner, path)
+    procs = []
+    try:
+        for _ in range(2):
+            procs.append(rpc.start_worker(rpc.free_port(), mem=mem))
+        yield path, ram, procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+
+
+def _addr(p: subprocess.Popen[bytes]) -> str:
+    return f"127.0.0.1:{p.args[p.args.index('--port') + 1]}"  # type: ignore[index, union-attr]
+
+
+def test_split_over_two_workers_matches_local(planner, two_workers, tmp_path):
+    path, ram, procs = two_workers
+    addrs = [_addr(p) for p in procs]
+    plan = planner.plan_load(path, N_CTX, budget=ram, workers=addrs)
+    assert plan.verdict == "split" and plan.rpc_servers == tuple(addrs), plan.reason
+    assert plan.split.n_computers == 3 and "split over 3 computers" in plan.reason
+    counts = [s.n_layers for s in plan.split.shares]
+    assert counts == [1, 1, 1]  # layer 0 here, layer 1 on worker 1, the output layer on worker 2
+    req = GenerateRequest(
+        prompt="The quick brown fox", max_tokens=24, sampling=GREEDY, stream=False
+    )
+    with Engine(log_dir=tmp_path) as e:
+        info = e.load(
+            path,
+            n_ctx=plan.n_ctx,
+            n_gpu_layers=plan.n_gpu_layers,
+            n_threads=1,
+            rpc_servers=plan.rpc_servers,
+            tensor_split=plan.tensor_split,
+        )
+        for share in plan.split.shares[1:]:
+            got = info.buffers[f"RPC0[{share.address}] model"]
+            assert abs(got - share.weights_bytes) <= 0.02 * share.weights_bytes + 20_000, share
+        here = plan.split.shares[0].weights_bytes  # the log prints MiB with two decimals
+        assert abs(info.buffers["CPU_Mapped model"] - here) <= 0.02 * here + 20_000
+        split_reply = e.complete(req)
+        e.load(path, n_ctx=plan.n_ctx, n_threads=1)  # a local load: a fresh child, no workers
+        assert not any(k.startswith("RPC") for k in e.loaded.buffers)
+        local_reply = e.complete(req)
+    assert split_reply.tokens == local_reply.tokens == 24
+    assert split_reply.text == local_reply.text
+
+
+def test_worker_killed_mid_generation(planner, two_workers, tmp_path):
+    path, ram, procs = two_workers
+    addrs = [_addr(p) for p in procs]
+    plan = planner.plan_load(path, N_CTX, budget=ram, workers=addrs)
+    req = GenerateRequest(prompt="Hi", max_tokens=4000, sampling=GREEDY, ignore_eos=True)
+    with Engine(log_dir=tmp_path) as e:
+        e.load(
+            path,
+            n_ctx=plan.n_ctx,
+            n_gpu_layers=plan.n_gpu_layers,
+            n_threads=1,
+            rpc_servers=plan.rpc_servers,
+            tensor_split=plan.tensor_split,
+        )
+        gen = e.generate(req)
+        next(gen)
+        procs[1].kill()
+        procs[1].wait(10)
+        with pytest.raises(EngineCrashed) as err:
+            for _ in gen:
+                pass
+        assert f"worker {addrs[1]}" in str(err.value) and "refused" in str(err.value)
+        e.load(path, n_ctx=N_CTX, n_threads=1)
+        again = e.complete(
+            GenerateRequest(prompt="Hi", max_tokens=8, sampling=GREEDY, stream=False)
+        )
+        assert again.tokens == 8
+
+
+def test_unreachable_worker_is_named_by_the_plan(planner):
+    path = modelfactory.model_path("Q8_0")
+    dead = f"127.0.0.1:{rpc.free_port()}"
+    with pytest.raises(PlanError) as err:
+        planner.plan_load(path, N_CTX, workers=[dead])
+    assert f"worker {dead}" in str(err.value) and "connection refused" in str(err.value)
+    info = rpc.probe(dead, timeout=2)
+    assert not info.ok and "refused" in info.error
+
+
+def test_worker_refuses_open_address_without_the_flag():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "worker",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(rpc.free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "no authentication" in out.stderr and "SSH" in out.stderr
+    with pytest.raises(rpc.WorkerError):
+        rpc.check_bind_address("192.168.1.5", allow_any=False)
+    assert rpc.check_bind_address("192.168.1.5", allow_any=True)
+    assert rpc.check_bind_address("127.0.0.1", allow_any=False) is None
