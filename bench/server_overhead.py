@@ -18,7 +18,11 @@ import argparse
 import http.client
 import json
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -109,19 +113,34 @@ def main() -> None:
     path = Path(modelfactory.model_path(args.quant, shape))
 
     home = tempfile.mkdtemp(prefix="qd-bench-server-")
-    os.environ["QUANTDESK_HOME"] = home  # the bench's own library, nothing of the user's
-    from app.core.library import Library
-    from app.core.planning import Planner
-    from app.server.config import ServerOptions
-    from app.server.runner import LocalServer
-
-    library = Library()
-    for _ in library.import_file(path):
-        pass
-    planner = Planner()
-    options = ServerOptions(port=0, n_ctx=args.ctx, n_threads=args.threads, idle_ttl_s=0)
-    server = LocalServer(options, planner, library)
-    server.start()
+    env = {**os.environ, "QUANTDESK_HOME": home}  # the bench's own library, nothing of the user's
+    subprocess.run(
+        [sys.executable, "-m", "app", "import", str(path)], env=env, check=True, capture_output=True
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # The server runs as a user runs it: its own process, so the client's Python is not its GIL.
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "serve",
+            "--port",
+            str(port),
+            "--ctx",
+            str(args.ctx),
+            "--threads",
+            str(args.threads),
+            "--ttl",
+            "0",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_listening(port, server)
     name = path.name
     ours: list[tuple[float, float, int]] = []
     theirs: list[tuple[float, float, int]] = []
@@ -130,14 +149,14 @@ def main() -> None:
             engine.load(path, n_ctx=args.ctx, n_threads=args.threads)
             # Warm-up: both loaded (the server loads on first use), both paths run once.
             engine_run(engine, "Warm-up. " + PROMPT, 8)
-            server_run(server.port, name, "Warm-up. " + PROMPT, 8)
-            plan = server.pool.loaded()[0]
-            assert plan.n_ctx == args.ctx, f"the server planned n_ctx {plan.n_ctx}"
+            server_run(port, name, "Warm-up. " + PROMPT, 8)
+            loaded = json.loads(_get(port, "/health"))["loaded"]
+            assert loaded[0]["n_ctx"] == args.ctx, f"the server planned {loaded}"
             for r in range(1, args.rounds + 1):
                 # A new first word each round: neither side may reuse the previous KV prefix.
                 prompt = f"Round {r}: {PROMPT}"
                 theirs.append(engine_run(engine, prompt, args.tokens))
-                ours.append(server_run(server.port, name, prompt, args.tokens))
+                ours.append(server_run(port, name, prompt, args.tokens))
                 print(
                     f"round {r}: server {ours[-1][1]:7.2f} tok/s ttft {ours[-1][0] * 1000:6.1f} ms"
                     f" | engine {theirs[-1][1]:7.2f} tok/s ttft {theirs[-1][0] * 1000:6.1f} ms"
@@ -156,10 +175,38 @@ def main() -> None:
             f"time to first token: server {s_ttft * 1000:.1f} ms, engine {e_ttft * 1000:.1f} ms, "
             f"difference {(s_ttft - e_ttft) * 1000:+.1f} ms (goal <= 20 ms)"
         )
-        concurrent(server.port, name, args)
+        concurrent(port, name, args)
     finally:
-        server.stop()
-        planner.close()
+        server.send_signal(signal.SIGINT)
+        try:
+            server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()
+
+
+def _get(port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    body = conn.getresponse().read()
+    conn.close()
+    return body
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _get(port, "/health")
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited: {proc.stderr.read() if proc.stderr else ''}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not come up") from None
+            time.sleep(0.2)
 
 
 def concurrent(port: int, name: str, args: argparse.Namespace) -> None:
