@@ -244,3 +244,19 @@ def test_a_reply_that_fills_the_context_is_still_scored(tiny_models, tiny_f16):
     assert "context" in reasons or "eos" in reasons
     assert all(r.error is None for r in report.results)
     assert report.results[1].reply["positions"] > 0 and report.results[1].reply["kld_mean"] > 0
+
+
+def test_a_header_claiming_billions_of_layers_ends_the_run_at_once(tiny_models, tmp_path):
+    import time
+
+    data = bytearray(Path(tiny_models["Q4_0"]).read_bytes())
+    key = b"llama.block_count"
+    at = data.find(key) + len(key)
+    assert int.from_bytes(data[at : at + 4], "little") == 4  # GGUF_TYPE_UINT32
+    data[at + 4 : at + 8] = (2**32 - 1).to_bytes(4, "little")
+    huge = tmp_path / "huge-Q4_0.gguf"
+    huge.write_bytes(bytes(data))
+    t0 = time.monotonic()
+    with pytest.raises(CompareError, match="huge-Q4_0.gguf.*layers"):
+        next(run_compare([tiny_models["Q8_0"], huge], PROMPT, options=_no_text(8)))
+    assert time.monotonic() - t0 < 5  # nothing loops over the claimed count
