@@ -27,9 +27,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 import app as app_pkg
 from app.core.cancel import CancelToken
-from app.core.engine import GenerationStats
+from app.core.engine import EngineError, GenerationStats
 from app.core.engine.protocol import GenerateRequest
-from app.core.errors import ErrorKind
+from app.core.errors import ErrorKind, QuantDeskError
 from app.server import schemas
 from app.server.config import ServerOptions
 from app.server.errors import ApiError, from_exception
@@ -176,8 +176,8 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
         response: Response = await call_next(request)
         return response
 
-    @api.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    @api.exception_handler(QuantDeskError)
+    async def _api_error(request: Request, exc: QuantDeskError) -> JSONResponse:
         return _error(exc)
 
     @api.get("/health")
@@ -224,18 +224,35 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
     @api.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         body = await _read_json(request, opts.max_body_bytes)
-        if not isinstance(body, dict):
-            raise ApiError("the request body must be a JSON object")
-        model = await asyncio.get_running_loop().run_in_executor(
-            executor, pool.resolve, str(body.get("model") or "")
+        texts, fmt = schemas.parse_embeddings(body)
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(executor, pool.resolve, str(body.get("model") or ""))
+        started = time.time()
+        try:
+            result = await loop.run_in_executor(executor, pool.embed, model, texts)
+        except EngineError as exc:
+            if exc.kind == ErrorKind.UNSUPPORTED:
+                raise ApiError(
+                    f"{model.name} does not embed: it has no pooling layer (a text-generation "
+                    "model). Use an embedding model.",
+                    400,
+                    param="model",
+                    code="model_does_not_embed",
+                ) from exc
+            raise
+        n = int(result["prompt_tokens"])
+        pool.record(
+            RequestRecord(
+                started,
+                "/v1/embeddings",
+                model.name,
+                200,
+                prompt_tokens=n,
+                total_s=time.time() - started,
+                finish=f"{len(texts)} vectors",
+            )
         )
-        raise ApiError(
-            f"{model.name} does not embed: it is a text-generation model (llama.cpp computes "
-            "OpenAI-style embeddings only for models with a pooling layer)",
-            400,
-            param="model",
-            code="model_does_not_embed",
-        )
+        return JSONResponse(schemas.embeddings(model.name, result["embeddings"], n, fmt))
 
     async def _complete(request: Request, *, chat: bool) -> Response:
         started = time.time()

@@ -26,7 +26,7 @@ from typing import Any
 
 from app.core.cancel import CancelToken
 from app.core.engine import Engine, GenerationStats, LoadedInfo
-from app.core.engine.protocol import GenerateRequest, TokenizeRequest
+from app.core.engine.protocol import EmbedRequest, GenerateRequest, TokenizeRequest
 from app.core.errors import ErrorKind
 from app.core.library import Library, LibraryModel
 from app.core.planning import LoadPlan, PlanError, Planner
@@ -345,6 +345,12 @@ class ModelPool:
             close = getattr(stream, "close", None)  # a generator: closing it drains the engine
             if close is not None:
                 close()
+
+    def embed(self, model: LibraryModel, texts: list[str]) -> dict[str, Any]:
+        """Embeddings of ``texts`` by ``model`` (queued like a generation)."""
+        with self.use(model, CancelToken()) as slot:
+            result: dict[str, Any] = slot.engine.request(EmbedRequest(list(texts)), timeout=600)
+            return result
 
     # ---- log ------------------------------------------------------------------------------
     def record(self, rec: RequestRecord) -> None:

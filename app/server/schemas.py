@@ -295,3 +295,45 @@ class StopScanner:
     def flush(self) -> str:
         out, self.pending = self.pending, ""
         return out
+
+
+# ---- embeddings -----------------------------------------------------------------------------
+MAX_INPUTS = 256
+
+
+def parse_embeddings(body: Any) -> tuple[list[str], str]:
+    """The texts and the encoding format ("float" or "base64") of an embeddings request."""
+    if not isinstance(body, dict):
+        raise ApiError("the request body must be a JSON object")
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise ApiError("'input' must be a string or a list of strings", param="input")
+    if len(texts) > MAX_INPUTS:
+        raise ApiError(f"at most {MAX_INPUTS} inputs per request", param="input")
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise ApiError("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+    if body.get("dimensions") is not None:
+        raise ApiError("'dimensions' is not supported by local models", param="dimensions")
+    return texts, fmt
+
+
+def embeddings(model: str, vectors: list[list[float]], tokens: int, fmt: str) -> dict[str, Any]:
+    import base64
+    import struct
+
+    def encode(v: list[float]) -> Any:
+        if fmt == "base64":  # little-endian float32, as OpenAI's (and its client's default)
+            return base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()
+        return v
+
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(v)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

@@ -104,3 +104,30 @@ def http(method: str, url: str, data: bytes | None = None) -> tuple[int, dict]:
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def embed_file(tmp_path_factory) -> Path:
+    """The tiny llama with a mean-pooling layer declared (``llama.pooling_type``): it embeds."""
+    import gguf
+    import numpy as np
+
+    from app.core.synthetic_model import add_llama_metadata, llama_tensor_shapes
+
+    shape = modelfactory.ModelShape(name="quantdesk-embed")
+    path = tmp_path_factory.mktemp("embed") / "quantdesk-embed-F16.gguf"
+    rng = np.random.default_rng(shape.seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    add_llama_metadata(w, shape, int(gguf.LlamaFileType.MOSTLY_F16), shape.chat_template)
+    w.add_pooling_type(gguf.PoolingType.MEAN)
+    for name, dims in llama_tensor_shapes(shape):
+        if len(dims) == 2:
+            std = shape.weight_std * (256 / dims[1]) ** 0.5
+            w.add_tensor(name, (rng.standard_normal(dims) * std).astype(np.float16))
+        else:
+            w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(dims[0])).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

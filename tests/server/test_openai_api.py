@@ -149,3 +149,22 @@ def test_body_limit_is_413(start_server):
     status, body = http("POST", server.base_url + "/chat/completions", b"{" + b" " * 5000 + b"}")
     assert status == 413
     assert body["error"]["code"] == "body_too_large"
+
+
+def test_embeddings_of_a_model_with_a_pooling_layer(client, library, embed_file):
+    import math
+
+    for _ in library.import_file(embed_file):
+        pass
+    texts = ["the weather and the sea", "the sea and the weather", "ccc ddd eee"]
+    out = client.embeddings.create(model=embed_file.name, input=texts)  # base64 on the wire
+    vectors = [d.embedding for d in out.data]
+    assert [d.index for d in out.data] == [0, 1, 2]
+    assert len(vectors[0]) == 256 and out.usage.prompt_tokens > 0
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3 for v in vectors)  # normalised
+    # floats on the wire give the same vectors; the model still generates after embedding
+    plain = client.embeddings.create(model=embed_file.name, input=texts[0], encoding_format="float")
+    assert max(abs(a - b) for a, b in zip(plain.data[0].embedding, vectors[0])) < 1e-5
+    assert vectors[0] != vectors[2]
+    reply = client.completions.create(model=embed_file.name, prompt="The sea", max_tokens=5)
+    assert reply.usage.completion_tokens > 0

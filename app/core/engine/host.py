@@ -7,10 +7,13 @@ log file so that llama.cpp's last words (``GGML_ASSERT ...``) can be shown when 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import importlib
 import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from app.core.engine.protocol import (
@@ -21,25 +24,27 @@ from app.core.engine.protocol import (
     GenerationStats,
     LoadedInfo,
     LoadRequest,
+    RenderRequest,
     Request,
+    ScoreRequest,
     Token,
     TokenizeRequest,
     UnloadRequest,
 )
+from app.core.errors import ErrorKind, QuantDeskError
 
 # Requests whose handlers live in their own modules: "module:function", called as f(state, body).
 _EXTERNAL = {
     "ScoreRequest": "app.core.engine.host_score:handle",
     "DryRunRequest": "app.core.engine.host_dryrun:handle",
+    "EmbedRequest": "app.core.engine.host_embed:handle",
 }
 
 
-class RequestError(Exception):
+class RequestError(QuantDeskError):
     """A request the child cannot serve; ``kind`` travels to the parent with the message."""
 
-    def __init__(self, message: str, kind: str = "request") -> None:
-        super().__init__(message)
-        self.kind = kind
+    default_kind = ErrorKind.REQUEST
 
 
 def peak_rss() -> int:
@@ -67,13 +72,28 @@ STREAM_WINDOW = 4  # tokens sent but not yet read by the parent
 class State:
     """What the child holds: the llama_cpp module, the loaded model, captured llama.cpp log."""
 
-    def __init__(self, conn: Any, cancel: Any, consumed: Any) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        cancel: Any,
+        consumed: Any,
+        progress: Any = None,
+        template_since: Any = None,
+        template_timeout_s: float = 5.0,
+    ) -> None:
         self.conn = conn
         self.cancel = cancel
         self.consumed = consumed  # shared counter: tokens the parent has read
+        # Shared with the parent's watchdog (client.Engine._recv): a counter bumped whenever work
+        # moves on, and the monotonic time a template render started (0: none running).
+        self.progress = progress
+        self.template_since = template_since
+        self.template_timeout_s = template_timeout_s
         self.llm: Any = None
         self.load: LoadRequest | None = None
         self.formatter: Any = None
+        self.chat_format = "completion"
+        self.builtin_stops: list[str] = []
         self.log_lines: list[str] = []
         import llama_cpp
 
@@ -100,19 +120,39 @@ class State:
         self._log_cb = _cb  # keep a reference: ctypes would free the thunk otherwise
         lc.llama_log_set(_cb, None)
 
+    def beat(self) -> None:
+        """Tell the parent's watchdog that work moved on (a token, a batch, a heartbeat)."""
+        if self.progress is not None:
+            self.progress.value += 1
+
+
+@contextlib.contextmanager
+def _heartbeat(state: State, period_s: float = 0.5) -> Iterator[None]:
+    """Beat from a thread while a request without its own progress points runs (load, dry run).
+
+    Those requests never wait on the parent, so "alive" is as good as "moving" for them; generation
+    and scoring beat per token and per batch instead, where a stall would be a real hang.
+    """
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.wait(period_s):
+            state.beat()
+
+    t = threading.Thread(target=run, name="engine-heartbeat", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join(2)
+
 
 def _buffers(lines: list[str]) -> dict[str, int]:
-    """Parse ``... <NAME> buffer size = X MiB`` lines into bytes (last value of each name wins)."""
-    import re
+    """``{"CPU_Mapped model": bytes, ...}`` from the log (the last value of each name wins)."""
+    from app.core.llama_log import buffer_lines
 
-    out: dict[str, int] = {}
-    pat = re.compile(r"^\s*(?:\w+:\s*)?(.*?)\s+buffer size\s*=\s*([\d.]+)\s*MiB")
-    for line in lines:
-        m = pat.match(line)
-        if m:
-            name = " ".join(m.group(1).split())
-            out[name] = int(round(float(m.group(2)) * 1024 * 1024))
-    return out
+    return {b.name: b.nbytes for b in buffer_lines(lines)}
 
 
 def _load(state: State, req: LoadRequest) -> LoadedInfo:
@@ -124,42 +164,43 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
         raise RequestError(str(exc), "load") from exc
     _unload(state)
     lc = state.llama_cpp
-    from app.core.llama_log import memory_caches
+    from app.core.llama_log import KV_TYPES, memory_caches
 
-        if req.rpc_servers:
-            from app.core.rpc import register_servers
-
-            register_servers(req.rpc_servers)  # probes each first: ggml aborts on a dead one
-    kv_types = {"f16": 1, "f32": 0, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7}
+    if req.type_k not in KV_TYPES or req.type_v not in KV_TYPES:
+        raise RequestError(f"unknown KV cache type {req.type_k}/{req.type_v}", "request")
     state.log_lines.clear()
     t0 = time.perf_counter()
     from app.core.engine.host_dryrun import flash_attn_on, moe_load_params
 
     try:
         # The memory settings are the plan's (PlanOptions): the same ones the dry run used.
-        with moe_load_params(state, req.cpu_moe_layers):
+        if req.rpc_servers:
+            from app.core.rpc import register_servers
+
+            register_servers(req.rpc_servers)  # probes each first: ggml aborts on a dead one
+        with moe_load_params(state, req.cpu_moe_layers, req.cpu_moe_extra):
             llm = lc.Llama(
                 model_path=req.path,
                 n_ctx=req.n_ctx,
                 n_gpu_layers=req.n_gpu_layers,
                 n_threads=req.n_threads,
-                tensor_split=list(req.tensor_split) or None,
                 n_batch=req.n_batch,
                 n_ubatch=req.n_ubatch,
+                use_mmap=req.use_mmap,
+                type_k=KV_TYPES[req.type_k].ggml_type,
+                type_v=KV_TYPES[req.type_v].ggml_type,
+                flash_attn=flash_attn_on(req.flash_attn, req.type_v),
+                swa_full=req.swa_full,
+                tensor_split=list(req.tensor_split) or None,
+                verbose=True,
+            )
     except QuantDeskError as exc:  # a worker that cannot be reached (app.core.rpc)
         if isinstance(exc, RequestError):
             raise
         raise RequestError(str(exc), "load") from exc
-                use_mmap=req.use_mmap,
-                type_k=kv_types[req.type_k],
-                type_v=kv_types[req.type_v],
-                flash_attn=flash_attn_on(req.flash_attn, req.type_v),
-                swa_full=req.swa_full,
-                verbose=True,
-            )
     except ValueError as exc:
-        detail = [ln for ln in state.log_lines if "error" in ln.lower() or "failed" in ln.lower()]
-        hint = f" ({detail[-1].strip()})" if detail else ""
+        detail = _load_failure_lines(state.log_lines)
+        hint = ": " + " | ".join(detail) if detail else ""
         raise RequestError(
             f"llama.cpp could not load {os.path.basename(req.path)}{hint}", "load"
         ) from exc
@@ -167,17 +208,18 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     # (0.1-0.4 s even on a tiny model); it belongs to the load, not to the first reply's TTFT.
     bos = llm.token_bos()
     llm.eval([bos if bos >= 0 else 0])
+    # The same decode doubles as a sanity check: weights full of NaN (a broken conversion or a
+    # corrupted file) load fine and then chat garbage without a word.
+    _check_logits(state, llm, req.path)
     llm.reset()
     load_s = time.perf_counter() - t0
     state.llm, state.load = llm, req
-    state.formatter = None
     template = spec.chat_template
-    if template:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
-        bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
-        state.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+    try:
+        _set_format(state, llm, req.chat_format, template)
+    except RequestError:
+        _unload(state)
+        raise
     return LoadedInfo(
         path=req.path,
         n_ctx=llm.n_ctx(),
@@ -189,32 +231,153 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
         buffers=_buffers(state.log_lines),
         rss_bytes=current_rss(),
         caches=tuple(memory_caches(state.log_lines)),
+        chat_format=state.chat_format,
     )
+
+
+_LOAD_KEYS = ("error", "failed", "invalid", "wrong", "missing", "unknown", "not supported")
+
+
+def _load_failure_lines(lines: list[str], most: int = 4) -> list[str]:
+    """The llama.cpp lines that say why a load failed: the specific cause, not only the last line.
+
+    llama.cpp ends every failure with the same generic lines ("failed to load model"); the cause
+    (a tensor of the wrong shape, an unknown architecture) comes before them, so the first matching
+    lines are kept, then the last, up to ``most`` distinct ones.
+    """
+    found: list[str] = []
+    for ln in lines:
+        text = ln.strip()
+        if text and any(k in text.lower() for k in _LOAD_KEYS) and text not in found:
+            found.append(text[:300])
+    if len(found) > most:
+        found = found[: most - 1] + found[-1:]
+    return found
+
+
+def _check_logits(state: State, llm: Any, path: str) -> None:
+    import numpy as np
+
+    lc = state.llama_cpp
+    ptr = lc.llama_get_logits_ith(llm._ctx.ctx, -1)
+    if not ptr:
+        return
+    logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
+    bad = int(np.count_nonzero(~np.isfinite(logits)))
+    if bad:
+        llm.close()
+        raise RequestError(
+            f"{os.path.basename(path)} loads, but its weights are broken: a test decode gave "
+            f"{bad:,} of {logits.size:,} next-token scores as NaN or infinity. The file is "
+            "corrupted or was converted wrongly; download it again or choose another file.",
+            ErrorKind.CORRUPT,
+        )
+
+
+def _builtin_names(lc: Any) -> set[str]:
+    import ctypes
+
+    arr = (ctypes.c_char_p * 256)()
+    n = lc.llama_chat_builtin_templates(arr, 256)
+    return {arr[i].decode() for i in range(max(0, min(n, 256)))}
+
+
+def _set_format(state: State, llm: Any, forced: str | None, template: str | None) -> None:
+    """Choose the prompt format (app.core.chat_format) and prepare what rendering it needs."""
+    from app.core import chat_format as cf
+    from app.core.engine.templates import TemplateRenderer
+
+    lc = state.llama_cpp
+    state.formatter, state.builtin_stops = None, []
+    try:
+        fmt = cf.choose_format(forced, bool(template), llm.metadata, _builtin_names(lc))
+    except ValueError as exc:
+        raise RequestError(str(exc), "request") from exc
+    if fmt == cf.GGUF:
+        assert template is not None
+        eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
+        bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+        try:
+            state.formatter = TemplateRenderer(template, bos_token=bos, eos_token=eos)
+        except Exception as exc:  # a syntax error: the file's template cannot be used at all
+            raise RequestError(
+                f"the model's chat template does not compile: {type(exc).__name__}: {exc}; "
+                "load it with another chat format (completion or builtin:NAME)",
+                "template",
+            ) from exc
+    elif fmt.startswith(cf.BUILTIN_PREFIX):
+        name = fmt[len(cf.BUILTIN_PREFIX) :]
+        probe = [
+            {"role": "user", "content": "\x01u1"},
+            {"role": "assistant", "content": "\x01a1"},
+            {"role": "user", "content": "\x01u2"},
+        ]
+        rendered = _apply_builtin(lc, name, probe, False)
+        state.builtin_stops = cf.turn_stops(rendered, "\x01a1", "\x01u2")
+    state.chat_format = fmt
+
+
+def _apply_builtin(lc: Any, name: str, messages: list[dict[str, str]], add_ass: bool) -> str:
+    """Render with llama.cpp's own built-in template ``name`` (llama_chat_apply_template)."""
+    import ctypes
+
+    from app.core.engine.templates import MAX_TEXT
+
+    arr = (lc.llama_chat_message * max(1, len(messages)))()
+    keep = []  # the byte strings must outlive the call
+    for i, m in enumerate(messages):
+        role, content = m["role"].encode(), m["content"].encode("utf-8")
+        keep += [role, content]
+        arr[i].role, arr[i].content = role, content
+    size = 4096 + sum(len(b) for b in keep) * 2
+    for _ in range(2):
+        buf = ctypes.create_string_buffer(size)
+        n = lc.llama_chat_apply_template(name.encode(), arr, len(messages), add_ass, buf, size)
+        if n < 0:
+            raise RequestError(f"llama.cpp's built-in template {name!r} failed", "template")
+        if n > MAX_TEXT * 4:
+            raise RequestError(f"the prompt is {n:,} bytes (the limit is {MAX_TEXT * 4:,})")
+        if n <= size:
+            return buf.raw[:n].decode("utf-8", errors="replace")
+        size = n + 1
+    raise RequestError(f"llama.cpp's built-in template {name!r} did not fit its buffer", "template")
 
 
 def _unload(state: State) -> None:
     if state.llm is not None:
         state.llm.close()
     state.llm = state.formatter = state.load = None
+    state.chat_format, state.builtin_stops = "completion", []
 
 
 def _prompt(state: State, req: GenerateRequest) -> tuple[str, list[str], bool]:
     """The prompt text, extra stop strings, and whether the template already added BOS."""
+    from app.core import chat_format as cf
+    from app.core.engine.templates import TemplateLimit
+
     if req.messages is None:
         return req.prompt or "", [], False
-    if state.formatter is None:
-        # No template in the file: a plain transcript still lets the user talk to it.
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in req.messages) + "assistant:"
-        return text, ["\nuser:"], False
+    if state.chat_format == cf.COMPLETION or state.llm is None:
+        # A base model: its text continues the prompt; role labels would only be imitated.
+        return cf.completion_prompt(req.messages), [], False
+    if state.chat_format.startswith(cf.BUILTIN_PREFIX):
+        name = state.chat_format[len(cf.BUILTIN_PREFIX) :]
+        return _apply_builtin(state.llama_cpp, name, req.messages, True), state.builtin_stops, False
+    if state.template_since is not None:
+        state.template_since.value = time.monotonic()
     try:
-        result = state.formatter(messages=req.messages)
+        result = state.formatter(req.messages, timeout_s=state.template_timeout_s)
+    except TemplateLimit as exc:
+        raise RequestError(str(exc), "template") from exc
     except Exception as exc:  # jinja2's SecurityError, TemplateError, ...
         raise RequestError(
             f"the model's chat template failed or was refused by the sandbox: {type(exc).__name__}: {exc}",
             "template",
         ) from exc
-    stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
-    return result.prompt, [s for s in stops if s], bool(getattr(result, "added_special", False))
+    finally:
+        if state.template_since is not None:
+            state.template_since.value = 0.0
+    return result.prompt, [s for s in result.stop if s], True
 
 
 def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
@@ -238,11 +401,17 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, pending = "", ""
     n_gen, reason = 0, "length"
+    from app.core.chat_format import ReasoningSplitter, prompt_opens_reasoning
+
+    thinking = ReasoningSplitter(prompt_opens_reasoning(prompt))
+    n_reasoning = 0
     t0 = time.perf_counter()
     t_first = t_last = t0
     vocab = llm._model.vocab
     lc = state.llama_cpp
-    for tok in llm.generate(
+    if not _prefill(state, llm, tokens, cached):
+        reason = "cancelled"
+    for tok in () if reason == "cancelled" else llm.generate(
         tokens,
         temp=s.temperature,
         top_k=s.top_k,
@@ -251,8 +420,10 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         repeat_penalty=s.repeat_penalty,
         reset=True,
         grammar=_grammar(state, req.grammar),
+        logits_processor=_bias(req.logit_bias, llm.n_vocab()),
     ):
         now = time.perf_counter()
+        state.beat()
         if n_gen == 0:
             t_first = now
         t_last = now
@@ -262,10 +433,16 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         n_gen += 1
         pending += decoder.decode(llm.detokenize([tok], special=False))
         emit, pending, hit = _split_stop(pending, stops)
+        was_thinking = thinking.in_reasoning
         if emit:
             text += emit
-            if req.stream:
-                state.conn.send(Token(rid, emit, n_gen))
+            thinking.feed(emit)
+        n_reasoning += was_thinking or thinking.in_reasoning
+        if req.stream:
+            # Every token is reported, with or without text (byte pieces of one character,
+            # control tokens, a held-back stop prefix): the parent's count is what the flow
+            # window below waits on, and a token it never hears about would stall both sides.
+            state.conn.send(Token(rid, emit, n_gen))
         if hit:
             reason = "eos"
             break
@@ -283,7 +460,7 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
     if tail:
         text += tail
         if req.stream:
-            state.conn.send(Token(rid, tail, -1))
+            state.conn.send(Token(rid, tail, n_gen))
     prompt_s = max(t_first - t0, 1e-9)
     gen_s = t_last - t_first
     return GenerationStats(
@@ -297,7 +474,50 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         total_s=time.perf_counter() - t0,
         stop_reason=reason,
         peak_rss_bytes=peak_rss(),
+        reasoning_tokens=n_reasoning if thinking.seen_reasoning else 0,
+        chat_format=state.chat_format if req.messages is not None else "prompt",
     )
+
+
+def _prefill(state: State, llm: Any, tokens: list[int], cached: int) -> bool:
+    """Evaluate the uncached prompt (all but its last token) batch by batch; False if cancelled.
+
+    llama-cpp-python would evaluate it in one call inside ``generate``; doing it here lets each
+    batch report progress to the parent's watchdog (a long prompt on a slow machine is not a hang)
+    and lets a cancel land between batches.  ``generate`` then finds all but the last token cached.
+    """
+    keep = min(cached, len(tokens) - 1)
+    if llm.n_tokens > keep:
+        if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            return True  # this cache cannot be cut (recurrent models): let generate() redo it
+        llm.n_tokens = keep
+    step = max(1, int(llm.n_batch))
+    for i in range(keep, len(tokens) - 1, step):
+        if state.cancel.is_set():
+            return False
+        llm.eval(tokens[i : min(i + step, len(tokens) - 1)])
+        state.beat()
+    return True
+
+
+def _bias(bias: dict[int, float] | None, n_vocab: int) -> Any:
+    """A logits processor adding ``bias`` (token id -> value), or None."""
+    if not bias:
+        return None
+    import numpy as np
+
+    bad = [t for t in bias if not 0 <= int(t) < n_vocab]
+    if bad:
+        raise RequestError(f"logit_bias names tokens outside the vocabulary (0..{n_vocab - 1}): {bad[:5]}")
+    ids = np.asarray([int(t) for t in bias], dtype=np.intp)
+    vals = np.asarray(list(bias.values()), dtype=np.float32)
+
+    def apply(_input_ids: Any, logits: Any) -> Any:
+        # llama.cpp hands the custom sampler the whole vocabulary in id order (it runs first)
+        logits[ids] += vals
+        return logits
+
+    return [apply]
 
 
 def _grammar(state: State, text: str | None) -> Any:
@@ -352,6 +572,15 @@ def _crash(state: State, req: DebugCrashRequest) -> None:
     lib = ctypes.CDLL(os.path.join(lib_dir, names[0]))
     if req.how == "abort":
         lib.ggml_abort(b"quantdesk-debug", 1, b"deliberate abort requested by the parent")
+    if req.how == "hang":  # alive, silent, no progress: what a deadlock looks like from outside
+        time.sleep(3600)
+        return
+    if req.how == "alloc":  # grow like a runaway template or cache would, until stopped
+        hoard = []
+        for _ in range(400):  # at most 20 GB, should nothing stop it
+            hoard.append(bytearray(os.urandom(1) * (50 << 20)))
+            time.sleep(0.02)
+        return
     os.kill(os.getpid(), 9)
 
 
@@ -368,6 +597,8 @@ def _dispatch(state: State, rid: int, body: Any) -> Any:
         return state.llm.tokenize(body.text.encode("utf-8"), add_bos=body.add_bos, special=True)
     if isinstance(body, DebugCrashRequest):
         return _crash(state, body)
+    if isinstance(body, RenderRequest):
+        return _prompt(state, GenerateRequest(messages=body.messages))[0]
     target = _EXTERNAL.get(type(body).__name__)
     if target is None:
         raise RequestError(f"unknown request {type(body).__name__}", "internal")
@@ -375,7 +606,15 @@ def _dispatch(state: State, rid: int, body: Any) -> Any:
     return getattr(importlib.import_module(module), func)(state, body)
 
 
-def main(conn: Any, cancel: Any, consumed: Any, log_path: str) -> None:
+def main(
+    conn: Any,
+    cancel: Any,
+    consumed: Any,
+    log_path: str,
+    progress: Any = None,
+    template_since: Any = None,
+    template_timeout_s: float = 5.0,
+) -> None:
     """Entry point of the child process."""
     # ggml_abort would attach gdb to print a backtrace: seconds of delay and pages of noise in the
     # log, where the parent only needs the assertion line.
@@ -386,7 +625,7 @@ def main(conn: Any, cancel: Any, consumed: Any, log_path: str) -> None:
         sys.stderr = log
     except OSError:
         pass
-    state = State(conn, cancel, consumed)
+    state = State(conn, cancel, consumed, progress, template_since, template_timeout_s)
     while True:
         try:
             msg = conn.recv()
@@ -396,7 +635,11 @@ def main(conn: Any, cancel: Any, consumed: Any, log_path: str) -> None:
             break
         assert isinstance(msg, Request)
         try:
-            result = _dispatch(state, msg.id, msg.body)
+            if isinstance(msg.body, (GenerateRequest, ScoreRequest, DebugCrashRequest)):
+                result = _dispatch(state, msg.id, msg.body)  # they beat per token / batch
+            else:
+                with _heartbeat(state):
+                    result = _dispatch(state, msg.id, msg.body)
             conn.send(Done(msg.id, result))
         except RequestError as exc:
             conn.send(Failed(msg.id, exc.kind, str(exc)))

@@ -52,6 +52,7 @@ class LoadRequest:
     )
     flash_attn: bool | None = None  # None: on only for a quantized V cache (which needs it)
     cpu_moe_layers: int = 0  # keep the expert tensors of the first N layers in RAM (--n-cpu-moe)
+    cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
     # Workers (app.core.rpc, "host:port") whose devices take layers, and the share of the offloaded
     # layers per device in llama.cpp's order (workers first, then local GPUs): app.core.split.
     rpc_servers: tuple[str, ...] = ()
@@ -72,6 +73,7 @@ class GenerateRequest:
     stream: bool = True
     ignore_eos: bool = False  # benchmarks and tests: always generate max_tokens
     grammar: str | None = None  # GBNF text: sample only what it allows (JSON replies)
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,15 @@ class TokenizeRequest:
 
 
 @dataclass(frozen=True)
+class EmbedRequest:
+    """Pooled, normalised embeddings of ``texts`` (models with a pooling layer only).
+
+    Answer: ``{"embeddings": [[float, ...], ...], "prompt_tokens": int}``."""
+
+    texts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class DryRunRequest:
     """Plan memory without loading weights (no_alloc); the path may be a header-only sparse file."""
 
@@ -116,13 +127,24 @@ class DryRunRequest:
 
 
 @dataclass(frozen=True)
+class RenderRequest:
+    """The prompt text ``messages`` turn into under the loaded model's chat format (answer: str)."""
+
+    messages: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
 class UnloadRequest:
     pass
 
 
 @dataclass(frozen=True)
 class DebugCrashRequest:
-    """Make the child die the way llama.cpp does (``ggml_abort``) -- for tests and self-checks."""
+    """Make the child misbehave on purpose -- for tests and self-checks.
+
+    ``abort``: die the way llama.cpp does (``ggml_abort``); ``kill``: SIGKILL itself; ``hang``: stop
+    making progress without dying; ``alloc``: allocate memory until stopped.
+    """
 
     how: str = "abort"
 
@@ -150,6 +172,7 @@ class LoadedInfo:
     buffers: dict[str, int]
     rss_bytes: int
     caches: tuple[Any, ...] = ()  # app.core.llama_log.CacheInfo: each KV cache / recurrent state
+    chat_format: str = "completion"  # "gguf", "builtin:NAME" or "completion" (app.core.chat_format)
 
 
 @dataclass(frozen=True)
@@ -166,6 +189,8 @@ class GenerationStats:
     stop_reason: str  # "eos" | "length" | "cancelled" | "context"
     peak_rss_bytes: int
     cached_prompt_tokens: int = 0  # prompt prefix reused from the previous turn's KV cache
+    reasoning_tokens: int = 0  # generated tokens inside a <think>...</think> block
+    chat_format: str = ""  # the prompt format the reply was made with (LoadedInfo.chat_format)
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
