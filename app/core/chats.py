@@ -296,15 +296,15 @@ class ChatStore:
         self._lock = threading.RLock()
         # Autocommit mode: every change runs in an explicit transaction (see _tx), DDL included,
         # so a migration is all or nothing.
-        self._db = None  # type: ignore[assignment]
+        self._db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(
+            db = self._db = sqlite3.connect(
                 str(self.path), timeout=10, check_same_thread=False, isolation_level=None
             )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA journal_mode = WAL")
+            self._migrate(db)
         except (sqlite3.DatabaseError, ChatStoreError) as exc:
             self.close()
             if isinstance(exc, ChatStoreError):
@@ -313,9 +313,8 @@ class ChatStore:
                 f"Cannot open the conversation database {self.path}: {exc}"
             ) from exc
 
-    def _migrate(self) -> None:
+    def _migrate(self, db: sqlite3.Connection) -> None:
         """Bring the file to this version in one transaction (a failure leaves it as it was)."""
-        db = self._db
         db.execute("BEGIN IMMEDIATE")  # two windows opening at once migrate only once
         try:
             for statement in _BASE_SCHEMA.split(";"):
@@ -346,21 +345,22 @@ class ChatStore:
         with self._lock:
             if self._db is not None:
                 self._db.close()
-                self._db = None  # type: ignore[assignment]
+                self._db = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            if self._db is None:
+            db = self._db
+            if db is None:
                 raise ChatStoreError("the conversation store is closed")
             try:
-                self._db.execute("BEGIN")
+                db.execute("BEGIN")
                 try:
-                    yield self._db
+                    yield db
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 raise ChatStoreError(f"Conversation database error: {exc}") from exc
 

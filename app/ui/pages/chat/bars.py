@@ -1,6 +1,7 @@
-"""The Chat page's side and top bars: the conversation list, and the model bar.
+"""The Chat page's side and top bars: the conversation list, the model bar, the overflow banner.
 
-:class:`ConversationSidebar` lists conversations (new, rename in place, delete after asking).
+:class:`ConversationSidebar` lists conversations (new, rename in place, delete after asking,
+export and import).  :class:`OverflowBanner` asks what to do when a prompt will not fit.
 :class:`ModelBar` picks the model, shows how it will load (auto fit, or context and GPU layers by
 hand) and its load status.  Both only report what the user asked for; the page does it.
 """
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QListWidget,
     QListWidgetItem,
@@ -38,12 +40,16 @@ class ConversationSidebar(QWidget):
         renamed(int, str): the user edited a title in place.
         new_requested(): the New chat button.
         delete_requested(int): the user confirmed deleting a conversation.
+        export_requested(): Export… (the page asks where).
+        import_requested(): Import… (the page asks which file).
     """
 
     selected = Signal(int)
     renamed = Signal(int, str)
     new_requested = Signal()
     delete_requested = Signal(int)
+    export_requested = Signal()
+    import_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -60,6 +66,14 @@ class ConversationSidebar(QWidget):
         self.rename_button.clicked.connect(self._rename_current)
         self.delete_button = QPushButton("Delete")
         self.delete_button.clicked.connect(self._ask_delete_current)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip(
+            "Save this chat as Markdown or JSON (JSON keeps every branch)"
+        )
+        self.export_button.clicked.connect(self.export_requested)
+        self.import_button = QPushButton("Import…")
+        self.import_button.setToolTip("Open a chat exported as JSON")
+        self.import_button.clicked.connect(self.import_requested)
         self._current: int | None = None
         column = QVBoxLayout(self)
         column.setContentsMargins(8, 8, 4, 8)
@@ -69,6 +83,10 @@ class ConversationSidebar(QWidget):
         row.addWidget(self.rename_button)
         row.addWidget(self.delete_button)
         column.addLayout(row)
+        files = QHBoxLayout()
+        files.addWidget(self.export_button)
+        files.addWidget(self.import_button)
+        column.addLayout(files)
 
     def show_conversations(self, conversations: list[Conversation], current: int | None) -> None:
         """Fill the list (no selection signal while doing so)."""
@@ -86,6 +104,7 @@ class ConversationSidebar(QWidget):
         self.list.blockSignals(False)
         self.rename_button.setEnabled(current is not None)
         self.delete_button.setEnabled(current is not None)
+        self.export_button.setEnabled(current is not None)
 
     def first_id(self) -> int | None:
         item = self.list.item(0)
@@ -152,17 +171,17 @@ class ModelBar(QWidget):
         self.eject_button.clicked.connect(self.eject_requested)
         self.status = PlainLabel("No model loaded", name="muted")
         self.status.setWordWrap(True)  # long file names must not widen the window
-        self.auto_fit.toggled.connect(lambda _on: self.set_busy(self._busy, self._loaded))
         self._busy = False
         self._loaded = False
+        self.auto_fit.toggled.connect(lambda _on: self.set_busy(self._busy, self._loaded))
 
         top = QHBoxLayout()
         top.addWidget(self.picker, 1)
         for w in (self.browse_button, self.load_button, self.eject_button):
             top.addWidget(w)
         fit_row = QHBoxLayout()
-        for w in (self.auto_fit, self.ctx_box, self.gpu_box):
-            fit_row.addWidget(w)
+        for knob in (self.auto_fit, self.ctx_box, self.gpu_box):
+            fit_row.addWidget(knob)
         fit_row.addWidget(self.status, 1)
         column = QVBoxLayout(self)
         column.setContentsMargins(0, 0, 0, 0)
@@ -214,3 +233,55 @@ class ModelBar(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", start, "GGUF (*.gguf)")
         if path:
             self.model_picked.emit(path)
+
+
+class OverflowBanner(QFrame):
+    """Shown when the next prompt will not fit the context: leave out old turns, or a new chat.
+
+    Signals:
+        drop_requested(): send, leaving out the oldest turns (remembered for the chat).
+        new_chat_requested(): start a new chat with the message.
+        dismissed(): neither (the message stays in the chat).
+    """
+
+    drop_requested = Signal()
+    new_chat_requested = Signal()
+    dismissed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("overflowBanner")
+        self.setStyleSheet(
+            "#overflowBanner { background: rgba(230,160,40,0.16); border-radius: 6px; }"
+        )
+        self.text = PlainLabel("")
+        self.text.setWordWrap(True)
+        self.drop_button = QPushButton("Leave out the oldest turns")
+        self.drop_button.setToolTip(
+            "Send only the latest turns that fit, as llama.cpp's context shift does; "
+            "the whole chat stays here"
+        )
+        self.drop_button.clicked.connect(self.drop_requested)
+        self.new_button = QPushButton("New chat with this message")
+        self.new_button.clicked.connect(self.new_chat_requested)
+        self.close_button = QPushButton("Cancel")
+        self.close_button.clicked.connect(self.dismissed)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.drop_button)
+        buttons.addWidget(self.new_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.close_button)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(10, 8, 10, 8)
+        column.addWidget(self.text)
+        column.addLayout(buttons)
+        self.hide()
+
+    def show_overflow(self, prompt_tokens: int, n_ctx: int, reserve: int) -> None:
+        self.text.setText(
+            f"This conversation is about {prompt_tokens} tokens, and the model's context holds "
+            f"{n_ctx} (keeping {reserve} for the reply): it does not fit, so nothing was sent. "
+            "Leave out the oldest turns, start a new chat, or load the model with a larger "
+            "context."
+        )
+        self.show()

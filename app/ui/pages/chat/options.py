@@ -1,7 +1,8 @@
 """Widgets of the Chat page that are not the conversation itself: the composer and the options.
 
 :class:`Composer` is the message box (Enter sends, Shift+Enter starts a new line).
-:class:`SamplingPanel` holds the system prompt, the sampling preset and its individual knobs.
+:class:`SamplingPanel` holds the system prompt (with its presets: built-in ones and the user's,
+kept in the chat store), the sampling preset and its individual knobs.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QHBoxLayout,
+    QInputDialog,
     QPlainTextEdit,
+    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from app.core.chats import PromptPreset
 from app.core.engine.protocol import Sampling
 from app.core.settings import PRESETS, Settings
 from app.ui.widgets.cards import PlainLabel
@@ -59,9 +64,13 @@ class SamplingPanel(QWidget):
 
     Signals:
         changed(): any value changed (the page stores it with the conversation).
+        prompt_save_requested(str): save the system prompt as a preset with this name.
+        prompt_delete_requested(str): delete the user's preset with this name.
     """
 
     changed = Signal()
+    prompt_save_requested = Signal(str)
+    prompt_delete_requested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,6 +78,16 @@ class SamplingPanel(QWidget):
         self.system_prompt = QPlainTextEdit()
         self.system_prompt.setPlaceholderText("System prompt (optional)")
         self.system_prompt.setFixedHeight(90)
+        self.prompt_preset = QComboBox()
+        self.prompt_preset.setToolTip("Put a saved system prompt in the box above")
+        self.prompt_preset.activated.connect(self._on_prompt_preset_chosen)
+        self.save_prompt_button = QPushButton("Save…")
+        self.save_prompt_button.setToolTip("Save the system prompt as a preset")
+        self.save_prompt_button.clicked.connect(self._ask_prompt_name)
+        self.delete_prompt_button = QPushButton("Delete")
+        self.delete_prompt_button.setToolTip("Delete the chosen preset (yours only)")
+        self.delete_prompt_button.clicked.connect(self._delete_prompt_preset)
+        self._prompt_presets: dict[str, PromptPreset] = {}
         self.preset = QComboBox()
         for name in (*PRESETS, "custom"):
             self.preset.addItem(name.capitalize(), name)
@@ -95,6 +114,11 @@ class SamplingPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(PlainLabel("System prompt", name="cardTitle"))
         layout.addWidget(self.system_prompt)
+        presets = QHBoxLayout()
+        presets.addWidget(self.prompt_preset, 1)
+        presets.addWidget(self.save_prompt_button)
+        presets.addWidget(self.delete_prompt_button)
+        layout.addLayout(presets)
         layout.addWidget(PlainLabel("Sampling", name="cardTitle"))
         layout.addLayout(form)
         layout.addStretch(1)
@@ -115,6 +139,50 @@ class SamplingPanel(QWidget):
         box = QSpinBox()
         box.setRange(low, high)
         return box
+
+    # ---- system prompt presets ----------------------------------------------------------
+    def set_prompt_presets(self, presets: list[PromptPreset]) -> None:
+        """Fill the preset list (built-in first, then the user's)."""
+        current = self.prompt_preset.currentData()
+        self._prompt_presets = {p.name: p for p in presets}
+        self.prompt_preset.blockSignals(True)
+        self.prompt_preset.clear()
+        self.prompt_preset.addItem("System prompt presets…", None)
+        for p in presets:
+            self.prompt_preset.addItem(p.name if p.builtin else f"{p.name} (yours)", p.name)
+        index = self.prompt_preset.findData(current)
+        self.prompt_preset.setCurrentIndex(max(0, index))
+        self.prompt_preset.blockSignals(False)
+        self._update_prompt_buttons()
+
+    def select_prompt_preset(self, name: str) -> None:
+        self.prompt_preset.setCurrentIndex(max(0, self.prompt_preset.findData(name)))
+        self._update_prompt_buttons()
+
+    def choose_prompt_preset(self, name: str) -> None:
+        """Put a preset's text in the system prompt (as picking it from the list does)."""
+        self.select_prompt_preset(name)
+        self._on_prompt_preset_chosen(self.prompt_preset.currentIndex())
+
+    def _on_prompt_preset_chosen(self, _index: int) -> None:
+        preset = self._prompt_presets.get(self.prompt_preset.currentData())
+        if preset is not None:
+            self.system_prompt.setPlainText(preset.text)  # textChanged stores it
+        self._update_prompt_buttons()
+
+    def _update_prompt_buttons(self) -> None:
+        preset = self._prompt_presets.get(self.prompt_preset.currentData())
+        self.delete_prompt_button.setEnabled(preset is not None and not preset.builtin)
+
+    def _ask_prompt_name(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save system prompt", "Preset name:")
+        if ok and name.strip():
+            self.prompt_save_requested.emit(name)
+
+    def _delete_prompt_preset(self) -> None:
+        preset = self._prompt_presets.get(self.prompt_preset.currentData())
+        if preset is not None and not preset.builtin:
+            self.prompt_delete_requested.emit(preset.name)
 
     # ---- values -------------------------------------------------------------------------
     def values(self) -> dict[str, Any]:

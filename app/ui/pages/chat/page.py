@@ -4,11 +4,20 @@ The page owns one :class:`~app.core.engine.Engine` (one child process) and talks
 background tasks, one at a time: a *load* task (read the header, plan memory, load) or a *reply*
 task (stream tokens).  Stop cancels the reply through ``Task.on_cancel = engine.cancel``.  An engine
 crash or a failed load becomes an error message in the conversation; the next send loads the model
-again in a fresh process.  Conversations live in the SQLite file (:class:`ChatStore`).
+again in a fresh process.  Conversations live in the SQLite file (:class:`ChatStore`) as a tree:
+Regenerate adds another reply next to the old one and Edit (on any user message) a new branch, and
+``< 2/3 >`` in a bubble switches between them.
+
+Before a reply the prompt is counted with the model's tokenizer (in the reply task, off the GUI
+thread).  When it will not fit the context with room for a reply, nothing is sent: a banner offers
+to leave the oldest turns out -- as llama.cpp's context shift does; remembered for the chat -- or
+to start a new chat with the message.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,17 +35,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.chats import ChatStore, Conversation, engine_messages
+from app.core.chats import (
+    ChatStore,
+    ChatStoreError,
+    Conversation,
+    Message,
+    engine_messages,
+    read_export,
+    split_reasoning,
+)
 from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats
-from app.core.engine.protocol import LoadedInfo
+from app.core.engine.protocol import LoadedInfo, TokenizeRequest
 from app.core.planning import LoadPlan, PlanError
 from app.ui.bridge import CancelToken, LatestTask
 from app.ui.dialogs import confirm
-from app.ui.pages.chat.bars import ConversationSidebar, ModelBar
+from app.ui.pages.chat.bars import ConversationSidebar, ModelBar, OverflowBanner
 from app.ui.pages.chat.options import Composer, SamplingPanel
 from app.ui.pages.chat.support import model_choices, stats_words
-from app.ui.pages.chat.view import ChatView
+from app.ui.pages.chat.view import ChatView, Shown
 from app.ui.widgets.cards import PlainLabel, plain_tooltip
+
+_PER_MESSAGE_TOKENS = 8  # role markers and separators a chat template adds around each message
+_OVERFLOW = re.compile(r"the prompt is (\d+) tokens but the context holds (\d+)")
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,68 @@ class _Step:
     """A load task's progress line."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class _Overflow:
+    """The prompt would not fit: nothing was sent."""
+
+    prompt_tokens: int
+    n_ctx: int
+    reserve: int
+
+
+@dataclass(frozen=True)
+class _Dropped:
+    """The oldest ``count`` messages were left out of the prompt to make it fit."""
+
+    count: int
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class _ReasoningCount:
+    """Tokens in the finished reply's reasoning block (counted by the model's tokenizer)."""
+
+    tokens: int
+
+
+def reply_reserve(n_ctx: int, max_tokens: int) -> int:
+    """Room kept for the reply when checking that a prompt fits: up to a quarter of the context."""
+    return max(1, min(max_tokens, n_ctx // 4))
+
+
+def count_prompt(engine: Engine, messages: list[dict[str, str]]) -> list[int]:
+    """Tokens per message (with the template's usual overhead), by the loaded model's tokenizer.
+
+    The engine formats the real prompt itself; this count is close to it (within a few tokens per
+    message) and is what decides whether to ask before sending.
+    """
+    return [
+        len(engine.request(TokenizeRequest(m["content"], add_bos=False), timeout=60))
+        + _PER_MESSAGE_TOKENS
+        for m in messages
+    ]
+
+
+def drop_oldest(
+    messages: list[dict[str, str]], counts: list[int], budget: int
+) -> tuple[list[dict[str, str]], int]:
+    """Leave out the oldest turns until the prompt fits ``budget`` tokens; how many went.
+
+    The system prompt and the last message always stay; a turn goes whole (a user message with
+    the replies that follow it), so the model never sees a reply without its question.
+    """
+    keep_head = 1 if messages and messages[0]["role"] == "system" else 0
+    start = keep_head
+    total = sum(counts)
+    while total > budget and start < len(messages) - 1:
+        total -= counts[start]
+        start += 1
+        while start < len(messages) - 1 and messages[start]["role"] != "user":
+            total -= counts[start]
+            start += 1
+    return messages[:keep_head] + messages[start:], start - keep_head
 
 
 class ChatPage(QWidget):
@@ -70,10 +152,14 @@ class ChatPage(QWidget):
         self._reply_pieces = 0
         self._reply_stats: GenerationStats | None = None
         self._editing_id: int | None = None
+        self._reply_parent: int | None = None
+        self._reply_reasoning_tokens: int | None = None
+        self._pending_overflow: _Overflow | None = None
         self._context_base = 0
         self._closed = False
         self.ignore_eos = False  # tests and benchmarks: replies always run to max_tokens
         self._build()
+        self.refresh_prompt_presets()
         self.options.load_defaults(self.settings)
         self.refresh_models()
         self.refresh_conversations()
@@ -97,6 +183,8 @@ class ChatPage(QWidget):
         self.sidebar.renamed.connect(self.rename_conversation)
         self.sidebar.new_requested.connect(self.new_chat)
         self.sidebar.delete_requested.connect(self.delete_conversation)
+        self.sidebar.export_requested.connect(self._ask_export)
+        self.sidebar.import_requested.connect(self._ask_import)
         self.conversation_list = self.sidebar.list
         self.model_bar = ModelBar(self.settings.default_n_ctx)
         self.model_bar.model_picked.connect(self.choose_model)
@@ -120,6 +208,7 @@ class ChatPage(QWidget):
         self.view = ChatView()
         self.view.edit_requested.connect(self.edit_message)
         self.view.regenerate_requested.connect(self.regenerate)
+        self.view.switch_requested.connect(self.switch_alternative)
         self.view.link_activated.connect(self._on_link)
         self.composer = Composer()
         self.composer.send_requested.connect(self.send)
@@ -130,6 +219,11 @@ class ChatPage(QWidget):
         self.stop_button.setToolTip("Stop the reply (Esc)")
         self.stop_button.clicked.connect(self.stop)
         self.edit_note = PlainLabel("", name="muted")
+        self.edit_note.setWordWrap(True)
+        self.overflow_banner = OverflowBanner()
+        self.overflow_banner.drop_requested.connect(self.send_dropping_oldest)
+        self.overflow_banner.new_chat_requested.connect(self.new_chat_with_message)
+        self.overflow_banner.dismissed.connect(self._hide_overflow)
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
@@ -144,11 +238,14 @@ class ChatPage(QWidget):
         mid.addWidget(self.model_bar)
         mid.addLayout(status)
         mid.addWidget(self.view, 1)
+        mid.addWidget(self.overflow_banner)
         mid.addWidget(self.edit_note)
         mid.addLayout(bottom)
 
         self.options = SamplingPanel()
         self.options.changed.connect(self._on_options_changed)
+        self.options.prompt_save_requested.connect(self.save_prompt_preset)
+        self.options.prompt_delete_requested.connect(self.delete_prompt_preset)
         right = QWidget()
         right_col = QVBoxLayout(right)
         right_col.setContentsMargins(4, 8, 8, 8)
@@ -291,21 +388,45 @@ class ChatPage(QWidget):
 
     def open_conversation(self, conversation_id: int) -> None:
         self._cancel_edit()
+        self._hide_overflow()
         conv = self.store.get(conversation_id)
         self.conversation = conv
-        messages = self.store.messages(conv.id)
+        self._show_path(self.store.messages(conv.id))
+        self.options.set_values(conv.options, conv.system_prompt)
+        if conv.model_path and not self.busy:
+            self._select_model(conv.model_path)
+        self.refresh_conversations()
+        self._update_state()
+
+    def _show_path(self, messages: list[Message]) -> None:
+        """Show the conversation's active branch, each message with its alternatives."""
+        assert self.conversation is not None
+        alternatives = self.store.alternatives(self.conversation.id)
         self.view.set_messages(
-            [(m.role, m.content, m.id, stats_words(m.stats) if m.stats else "") for m in messages]
+            [
+                Shown(
+                    m.role,
+                    m.content,
+                    m.id,
+                    stats_words(m.stats) if m.stats else "",
+                    m.reasoning,
+                    alternatives.get(m.parent_id, []),
+                )
+                for m in messages
+            ]
         )
         used = 0
         for msg in messages:
             if msg.stats:
                 used = int(msg.stats.get("prompt_tokens", 0)) + int(msg.stats.get("tokens", 0))
         self._show_context(used)
-        self.options.set_values(conv.options, conv.system_prompt)
-        if conv.model_path and not self.busy:
-            self._select_model(conv.model_path)
-        self.refresh_conversations()
+
+    def switch_alternative(self, message_id: int) -> None:
+        """``<`` / ``>`` in a bubble: show that alternative and the branch below it."""
+        if self.busy or self.conversation is None:
+            return
+        self._cancel_edit()
+        self._show_path(self.store.select(self.conversation.id, message_id))
         self._update_state()
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
@@ -330,18 +451,20 @@ class ChatPage(QWidget):
 
     def _on_options_changed(self) -> None:
         if self.conversation is not None:
+            # the panel's values over the chat's own (drop_oldest is not a panel value)
             self.conversation = self.store.update(
                 self.conversation.id,
-                options=self.options.values(),
+                options={**self.conversation.options, **self.options.values()},
                 system_prompt=self.options.system_prompt.toPlainText(),
             )
 
     # ---- sending ------------------------------------------------------------------------
     def send(self) -> None:
-        """Send the composer's text (Enter); while editing, it replaces the edited message."""
+        """Send the composer's text (Enter); while editing, it becomes a new branch."""
         text = self.composer.toPlainText().strip()
         if not text or self.busy:
             return
+        self._hide_overflow()
         if self.conversation is None:
             self.conversation = self.store.create(
                 model_path=self.selected_model(),
@@ -349,48 +472,94 @@ class ChatPage(QWidget):
                 options=self.options.values(),
             )
         cid = self.conversation.id
+        parent: int | None = None
         if self._editing_id is not None:
-            self._drop_from(self._editing_id)
+            # An edit is a sibling of the original (same parent): the old branch stays, < > on
+            # the message switches back to it.
+            edited = self.store.message(self._editing_id)
+            parent = edited.parent_id
+            at = self.view.index_of(edited.id)
+            if at >= 0:
+                self.view.remove_from(at)
             self._cancel_edit()
-        msg = self.store.add_message(cid, "user", text)
-        self.view.add_message("user", text, msg.id)
+            msg = self.store.add_message(cid, "user", text, parent_id=parent)
+        else:
+            msg = self.store.add_message(cid, "user", text)
+        alternatives = self.store.alternatives(cid).get(msg.parent_id, [])
+        self.view.add_message("user", text, msg.id, alternatives=alternatives)
         self.composer.clear()
         self.refresh_conversations()
-        self._reply()
+        self._reply(msg.id)
 
-    def _reply(self) -> None:
-        """Answer the conversation's last message (loading the model first when needed)."""
+    def _history(self, parent_id: int | None) -> list[Message]:
+        """The active path up to and including ``parent_id`` (what a reply below it answers)."""
+        assert self.conversation is not None
+        path = self.store.messages(self.conversation.id)
+        ids = [m.id for m in path]
+        return path[: ids.index(parent_id) + 1] if parent_id in ids else []
+
+    def _reply(self, parent_id: int | None = None, drop: bool | None = None) -> None:
+        """Answer below ``parent_id`` (loading the model first when needed)."""
         path = self.selected_model()
         self._check_engine()
         if self.loaded is None or (path and Path(self.loaded.path) != Path(path)):
-            self.load_model(then=self._reply)
+            self.load_model(then=lambda: self._reply(parent_id, drop))
             return
         assert self.conversation is not None
         conv = self.conversation
         messages = engine_messages(
-            self.options.system_prompt.toPlainText(), self.store.messages(conv.id)
+            self.options.system_prompt.toPlainText(), self._history(parent_id)
         )
         sampling = self.options.sampling()
         max_tokens = self.options.max_tokens.value()
         engine, ignore_eos = self.engine, self.ignore_eos
+        n_ctx = self.loaded.n_ctx
+        reserve = reply_reserve(n_ctx, max_tokens)
+        if drop is None:
+            drop = bool(conv.options.get("drop_oldest"))
 
         def work(token: CancelToken) -> Iterator[Any]:
+            nonlocal messages
+            counts = count_prompt(engine, messages)
+            if sum(counts) + reserve > n_ctx:
+                if not drop or len(messages) < 2:
+                    yield _Overflow(sum(counts), n_ctx, reserve)
+                    return
+                messages, gone = drop_oldest(messages, counts, n_ctx - reserve)
+                kept = sum(counts[-len(messages) :]) if messages else 0
+                if kept + reserve > n_ctx:  # the last message alone is too long
+                    yield _Overflow(kept, n_ctx, reserve)
+                    return
+                yield _Dropped(gone, kept)
+            if token.cancelled:
+                return
             stream = engine.chat(
                 messages, max_tokens=max_tokens, sampling=sampling, ignore_eos=ignore_eos
             )
+            stats = None
             for item in stream:
                 if token.cancelled:  # a Stop that came before the request reached the child
                     engine.cancel()
+                if isinstance(item, GenerationStats):
+                    stats = item
                 yield item
+            if stats is not None:
+                reasoning = split_reasoning(stats.text)[0]
+                if reasoning:
+                    yield _ReasoningCount(
+                        len(engine.request(TokenizeRequest(reasoning, add_bos=False), timeout=60))
+                    )
 
         self._reply_conv = conv.id
+        self._reply_parent = parent_id
         self._reply_started = time.perf_counter()
         self._reply_pieces = 0
         self._live_shown = 0.0
         self._reply_stats = None
+        self._reply_reasoning_tokens = None
         self._mode = "reply"
         self.view.begin_stream()
-        self.speed_label.setText("Waiting for the first token…")
+        self.speed_label.setText("Counting the prompt…")
         task = self._task.start(work, name="chat reply")
         task.on_cancel = engine.cancel
         self._update_state()
@@ -401,25 +570,34 @@ class ChatPage(QWidget):
             self._task.current.cancel()
 
     def regenerate(self, message_id: int) -> None:
-        """Write the last reply again (the old one is replaced)."""
+        """Write a reply again; the old one stays as an alternative (``< 1/2 >``)."""
         if self.busy or self.conversation is None:
             return
-        self._drop_from(message_id)
-        self._reply()
+        self._cancel_edit()
+        self._hide_overflow()
+        old = self.store.message(message_id)
+        at = self.view.index_of(message_id)
+        if at >= 0:
+            self.view.remove_from(at)
+        self._reply(old.parent_id)
 
     def edit_message(self, message_id: int) -> None:
-        """Put the last user message back in the composer; sending replaces it and what followed."""
+        """Put a user message in the composer; sending it starts a new branch from there."""
         if self.busy or self.conversation is None:
             return
-        msg = next(
-            (m for m in self.store.messages(self.conversation.id) if m.id == message_id), None
-        )
-        if msg is None:
+        try:
+            msg = self.store.message(message_id)
+        except ChatStoreError:
+            return
+        if msg.role != "user" or msg.conversation_id != self.conversation.id:
             return
         self._editing_id = message_id
         self.composer.setPlainText(msg.content)
         self.composer.setFocus()
-        self.edit_note.setText("Editing your last message: Enter sends it again, Esc cancels.")
+        self.edit_note.setText(
+            "Editing a message: Enter sends it as a new branch (the original stays; < > on the "
+            "message switches), Esc cancels."
+        )
 
     def _cancel_edit(self) -> None:
         if self._editing_id is not None:
@@ -427,12 +605,107 @@ class ChatPage(QWidget):
             self.composer.clear()
         self.edit_note.setText("")
 
-    def _drop_from(self, message_id: int) -> None:
-        assert self.conversation is not None
-        ids = [m.message_id for m in self.view.messages]
-        self.store.delete_messages_from(self.conversation.id, message_id)
-        if message_id in ids:
-            self.view.remove_from(ids.index(message_id))
+    # ---- context overflow ---------------------------------------------------------------
+    def _show_overflow(self, item: _Overflow) -> None:
+        self._pending_overflow = item
+        self.overflow_banner.show_overflow(item.prompt_tokens, item.n_ctx, item.reserve)
+        self._show_context(item.prompt_tokens)
+
+    def _hide_overflow(self) -> None:
+        self._pending_overflow = None
+        self.overflow_banner.hide()
+
+    def send_dropping_oldest(self) -> None:
+        """The banner's "Leave out the oldest turns": remembered for this chat, then sent."""
+        if self.busy or self.conversation is None:
+            return
+        self._hide_overflow()
+        options = {**self.conversation.options, "drop_oldest": True}
+        self.conversation = self.store.update(self.conversation.id, options=options)
+        path = self.store.messages(self.conversation.id)
+        self._reply(path[-1].id if path else None, drop=True)
+
+    def new_chat_with_message(self) -> None:
+        """The banner's "New chat": the last message goes to a fresh chat's composer."""
+        if self.busy or self.conversation is None:
+            return
+        self._hide_overflow()
+        path = self.store.messages(self.conversation.id)
+        text = next((m.content for m in reversed(path) if m.role == "user"), "")
+        self.conversation = None
+        self.new_chat()
+        self.composer.setPlainText(text)
+        self.edit_note.setText("A new chat with your message: Enter sends it.")
+
+    # ---- export and import --------------------------------------------------------------
+    def export_conversation(self, path: str | Path) -> Path:
+        """Write the current chat to ``path``: Markdown (.md) or JSON (anything else)."""
+        if self.conversation is None:
+            raise ChatStoreError("There is no conversation to export.")
+        target = Path(path)
+        if target.suffix.lower() in (".md", ".markdown"):
+            body = self.store.export_markdown(self.conversation.id)
+        else:
+            body = json.dumps(self.store.export_json(self.conversation.id), indent=1)
+        try:
+            target.write_text(body, encoding="utf-8")
+        except OSError as exc:
+            raise ChatStoreError(f"Cannot write {target.name}: {exc.strerror or exc}") from exc
+        self.edit_note.setText(f"Exported to {target}")
+        return target
+
+    def import_conversation(self, path: str | Path) -> Conversation:
+        """Read a JSON export as a new conversation and open it."""
+        conv = self.store.import_json(read_export(Path(path)))
+        self.open_conversation(conv.id)
+        self.edit_note.setText(f"Imported “{conv.title}” from {Path(path).name}")
+        return conv
+
+    def _ask_export(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        if self.conversation is None:
+            return
+        name = "".join(c if c.isalnum() or c in " -_" else "_" for c in self.conversation.title)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export chat", name.strip() + ".md", "Markdown (*.md);;JSON (*.json)"
+        )
+        if path:
+            try:
+                self.export_conversation(path)
+            except ChatStoreError as exc:
+                self.edit_note.setText(str(exc))
+
+    def _ask_import(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Import a chat", "", "JSON (*.json)")
+        if path:
+            try:
+                self.import_conversation(path)
+            except ChatStoreError as exc:
+                self.edit_note.setText(str(exc))
+
+    # ---- system prompt presets ----------------------------------------------------------
+    def refresh_prompt_presets(self) -> None:
+        self.options.set_prompt_presets(self.store.prompt_presets())
+
+    def save_prompt_preset(self, name: str) -> None:
+        try:
+            self.store.save_prompt_preset(name, self.options.system_prompt.toPlainText())
+        except ChatStoreError as exc:
+            self.edit_note.setText(str(exc))
+            return
+        self.refresh_prompt_presets()
+        self.options.select_prompt_preset(" ".join(name.split()))
+
+    def delete_prompt_preset(self, name: str) -> None:
+        try:
+            self.store.delete_prompt_preset(name)
+        except ChatStoreError as exc:
+            self.edit_note.setText(str(exc))
+            return
+        self.refresh_prompt_presets()
 
     def _on_escape(self) -> None:
         if self.generating:
@@ -457,6 +730,18 @@ class ChatPage(QWidget):
             self._show_live_speed()
         elif isinstance(item, GenerationStats):
             self._reply_stats = item
+        elif isinstance(item, _ReasoningCount):
+            self._reply_reasoning_tokens = item.tokens
+        elif isinstance(item, _Overflow):
+            self._show_overflow(item)
+        elif isinstance(item, _Dropped):
+            self._context_base = item.prompt_tokens
+            if item.count:
+                self.edit_note.setText(
+                    f"The {item.count} oldest messages were left out to fit the context "
+                    "(they stay in the chat)."
+                )
+            self.speed_label.setText("Waiting for the first token…")
         elif isinstance(item, _Step):
             self.load_status.setText(item.text)
         elif isinstance(item, LoadPlan):
@@ -492,7 +777,14 @@ class ChatPage(QWidget):
         mode, self._mode = self._mode, ""
         if isinstance(exc, EngineCrashed) or not self.engine.alive:
             self.loaded = None
-        if mode == "reply":
+        found = _OVERFLOW.search(message) if mode == "reply" else None
+        if found is not None and self._reply_stats is None:
+            # the engine's exact count said no where the estimate said yes: the same question
+            n_ctx = int(found.group(2))
+            reserve = reply_reserve(n_ctx, self.options.max_tokens.value())
+            self._show_overflow(_Overflow(int(found.group(1)), n_ctx, reserve))
+            self._finish_reply(None)
+        elif mode == "reply":
             self._finish_reply(exc)
         else:
             self._after_load = None
@@ -504,23 +796,42 @@ class ChatPage(QWidget):
     def _finish_reply(self, error: object) -> None:
         stats = self._reply_stats
         widget = self.view.streaming
-        text = stats.text if stats is not None else (widget.text if widget is not None else "")
-        words = stats_words(stats.to_json()) if stats is not None else ""
-        if error is not None and text:
+        raw = stats.text if stats is not None else ""
+        if not raw and widget is not None:  # interrupted: what streamed so far
+            raw = (f"<think>{widget.reasoning}</think>" if widget.reasoning else "") + widget.text
+        reasoning, text = split_reasoning(raw)
+        record = stats.to_json() if stats is not None else None
+        if record is not None and self._reply_reasoning_tokens is not None:
+            record["reasoning_tokens"] = self._reply_reasoning_tokens
+        words = stats_words(record) if record is not None else ""
+        if error is not None and (text or reasoning):
             words = "interrupted"
-        self.view.end_stream(text, words)
-        if text or stats is not None:
+        if text or reasoning or stats is not None:
+            self.view.end_stream(raw, words, self._reply_reasoning_tokens)
             msg = self.store.add_message(
-                self._reply_conv, "assistant", text, stats.to_json() if stats else None
+                self._reply_conv,
+                "assistant",
+                text,
+                record,
+                parent_id=self._reply_parent,
+                reasoning=reasoning,
             )
             if widget is not None:
                 widget.message_id = msg.id
+                alternatives = self.store.alternatives(self._reply_conv)
+                widget.set_alternatives(alternatives.get(msg.parent_id, []))
+        else:
+            self.view.drop_stream()  # nothing came back: no empty bubble
         if stats is not None:
             self.speed_label.setText(words)
             self._show_context(stats.prompt_tokens + stats.tokens)
+        elif self._pending_overflow is None:
+            self._show_context(self._context_base)  # as before the reply, never 0
+        if stats is None and error is None:
+            self.speed_label.setText("")  # "Counting the prompt…" must not stay
         if error is not None:
             self.speed_label.setText("")
-            self._show_error(_error_words(error), self._reply_conv)
+            self._show_error(_error_words(error), self._reply_conv, parent_id=self._reply_parent)
         self.view.set_busy(False)
 
     def _check_engine(self) -> None:
@@ -534,15 +845,21 @@ class ChatPage(QWidget):
             )
             self._update_state()
 
-    def _show_error(self, text: str, conversation_id: int | None = None) -> None:
-        """An error in the conversation (kept with it) or, with no conversation, in the status."""
+    def _show_error(
+        self, text: str, conversation_id: int | None = None, parent_id: int | None = -1
+    ) -> None:
+        """An error in the conversation (kept with it) or, with no conversation, in the status.
+
+        ``parent_id`` places it where the failed reply would have gone (by default at the end).
+        """
         cid = conversation_id or (self.conversation.id if self.conversation else None)
         if cid is None:
             self.load_status.setText(text)
             return
-        msg = self.store.add_message(cid, "error", text)
+        msg = self.store.add_message(cid, "error", text, parent_id=parent_id)
         if self.conversation is not None and self.conversation.id == cid:
-            self.view.add_message("error", text, msg.id)
+            alternatives = self.store.alternatives(cid).get(msg.parent_id, [])
+            self.view.add_message("error", text, msg.id, alternatives=alternatives)
 
     def _show_live_speed(self) -> None:
         # A few times a second is enough for the eye; QProgressBar repaints synchronously on

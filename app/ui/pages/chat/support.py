@@ -29,6 +29,8 @@ def stats_words(stats: dict[str, Any]) -> str:
         f"{float(stats.get('gen_tok_s', 0.0)):.1f} tok/s",
         f"first token {float(stats.get('ttft_s', 0.0)) * 1000:.0f} ms",
     ]
+    if stats.get("reasoning_tokens"):  # part of the tokens above, spent in the <think> block
+        parts.insert(1, f"{int(stats['reasoning_tokens'])} thinking")
     reason = stats.get("stop_reason")
     if reason == "cancelled":
         parts.append("stopped")

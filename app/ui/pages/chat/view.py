@@ -10,6 +10,10 @@ re-rendered whole.  Each assistant message has two text areas stacked with no ga
   ``TAIL_LIMIT`` characters without ending (a wall of text, a huge code block) is cut at a line
   break or space (:func:`app.ui.markdown.force_split`), so a render never grows with the reply.
 
+A reply's ``<think>`` part (reasoning models) streams into a collapsible plain-text block above the
+answer (:class:`app.core.chats.ReasoningSplitter` routes the pieces).  A message with alternatives
+(regenerated replies, edited messages: siblings in the store's tree) shows ``< 2/3 >`` to switch.
+
 Tokens only append to a list; the throttled render does the work.  Other messages are never
 touched while a reply streams.  Model text goes through the sanitizing renderer (no live HTML);
 links are never followed by the view itself.
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QGuiApplication, QResizeEvent
@@ -35,6 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.chats import ReasoningSplitter, split_reasoning
 from app.ui.markdown import force_split, render, split_stable
 
 MIN_RENDER_INTERVAL_MS = 50
@@ -42,6 +49,22 @@ MAX_RENDER_INTERVAL_MS = 250
 SHOWN_AT_ONCE = 40  # messages built when a conversation opens (more on request)
 TAIL_LIMIT = 600  # characters of an unfinished block re-rendered at most (see force_split)
 _ROLE_NAMES = {"user": "You", "assistant": "Assistant", "error": "Error", "system": "System"}
+
+
+@dataclass
+class Shown:
+    """A message as the view shows it; ``alternatives`` are its siblings' ids (itself included)."""
+
+    role: str
+    text: str
+    message_id: int | None = None
+    stats: str = ""
+    reasoning: str = ""
+    alternatives: list[int] = field(default_factory=list)
+
+
+def _shown(item: Shown | Sequence[object]) -> Shown:
+    return item if isinstance(item, Shown) else Shown(*item)  # type: ignore[arg-type]
 
 
 class _Body(QTextBrowser):
@@ -109,13 +132,14 @@ class MessageWidget(QFrame):
     """One message: who wrote it, its text, its reply stats, and actions (copy, edit, regenerate).
 
     Signals:
-        copy_requested(): the user pressed Copy (the view copies the text).
         edit_requested(int): Edit on this (user) message; the message id.
         regenerate_requested(int): Regenerate on this (assistant) message; the message id.
+        switch_requested(int): ``<`` or ``>``: show this alternative instead (its message id).
     """
 
     edit_requested = Signal(int)
     regenerate_requested = Signal(int)
+    switch_requested = Signal(int)
 
     def __init__(self, role: str, message_id: int | None = None) -> None:
         super().__init__()
@@ -126,6 +150,12 @@ class MessageWidget(QFrame):
         self._pieces: list[str] = []
         self._tail = ""  # text not yet committed to the stable part
         self._text = ""
+        self._think_pieces: list[str] = []
+        self._reasoning = ""
+        self._splitter = ReasoningSplitter()
+        self._think_touched = False  # the user opened or closed the block: leave it so
+        self.alternatives: list[int] = []
+        self.reasoning_tokens = 0  # streamed pieces inside the block (the page may set the count)
         self.streaming = False
         self.render_count = 0
 
@@ -138,6 +168,31 @@ class MessageWidget(QFrame):
         self.stats_label.setWordWrap(True)  # never wider than the view
         self.stable = _Body()
         self.tail = _Body()
+        self.think_button = QToolButton()
+        self.think_button.setCheckable(True)
+        self.think_button.setAutoRaise(True)
+        self.think_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.think_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.think_button.setText("Thinking")
+        self.think_button.setToolTip("Show or hide the model's reasoning (never sent back to it)")
+        self.think_button.toggled.connect(self._on_think_toggled)
+        self.think_button.clicked.connect(self._on_think_clicked)
+        self.think_button.hide()
+        self.reasoning_body = _Body()
+        self.reasoning_body.setObjectName("reasoning")
+        self.reasoning_body.setStyleSheet(
+            "QTextBrowser { background: transparent; color: gray; font-style: italic; }"
+        )
+        self.reasoning_body.hide()
+        self.prev_button = self._tool("<", "The previous alternative")
+        self.next_button = self._tool(">", "The next alternative")
+        self.alt_label = QLabel("")
+        self.alt_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.alt_label.setStyleSheet("color: gray;")
+        self.prev_button.clicked.connect(lambda: self._switch(-1))
+        self.next_button.clicked.connect(lambda: self._switch(1))
+        for w in (self.prev_button, self.alt_label, self.next_button):
+            w.hide()
         self.copy_button = self._tool("Copy", "Copy this message")
         self.edit_button = self._tool("Edit", "Edit this message and send it again")
         self.regenerate_button = self._tool("Regenerate", "Write this reply again")
@@ -154,12 +209,16 @@ class MessageWidget(QFrame):
         head.setSpacing(10)
         head.addWidget(self.title)
         head.addWidget(self.stats_label, 1)
+        for w in (self.prev_button, self.alt_label, self.next_button):
+            head.addWidget(w)
         for button in (self.copy_button, self.edit_button, self.regenerate_button):
             head.addWidget(button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 6, 10, 6)
         layout.setSpacing(0)
         layout.addLayout(head)
+        layout.addWidget(self.think_button, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.reasoning_body)
         layout.addWidget(self.stable)
         layout.addWidget(self.tail)
         if role == "user":
@@ -177,6 +236,57 @@ class MessageWidget(QFrame):
         button.setToolTip(tip)
         button.setAutoRaise(True)
         return button
+
+    # ---- alternatives ---------------------------------------------------------------------
+    def set_alternatives(self, ids: list[int]) -> None:
+        """Show ``< i/n >`` when this message has siblings (``ids``: all of them, oldest first)."""
+        self.alternatives = list(ids)
+        many = len(ids) > 1 and self.message_id in ids
+        for w in (self.prev_button, self.alt_label, self.next_button):
+            w.setVisible(many)
+        if many and self.message_id is not None:
+            at = ids.index(self.message_id)
+            self.alt_label.setText(f"{at + 1}/{len(ids)}")
+            self.prev_button.setEnabled(at > 0)
+            self.next_button.setEnabled(at < len(ids) - 1)
+
+    def _switch(self, step: int) -> None:
+        if self.message_id is None or self.message_id not in self.alternatives:
+            return
+        at = self.alternatives.index(self.message_id) + step
+        if 0 <= at < len(self.alternatives):
+            self.switch_requested.emit(self.alternatives[at])
+
+    def set_actions_enabled(self, enabled: bool) -> None:
+        for w in (self.prev_button, self.next_button):
+            w.setEnabled(enabled and w.isEnabled())
+        if enabled:
+            self.set_alternatives(self.alternatives)
+
+    # ---- reasoning ----------------------------------------------------------------------
+    @property
+    def reasoning(self) -> str:
+        if self._think_pieces:
+            self._reasoning += "".join(self._think_pieces)
+            self._think_pieces.clear()
+        return self._reasoning
+
+    def set_reasoning(self, text: str) -> None:
+        """Show a finished reply's reasoning, folded (the button opens it)."""
+        self._think_pieces.clear()
+        self._reasoning = text.strip()
+        self.reasoning_body.show_plain(self._reasoning)
+        self.think_button.setVisible(bool(self._reasoning))
+        if not self._think_touched:
+            self.think_button.setChecked(False)
+        self._on_think_toggled(self.think_button.isChecked())
+
+    def _on_think_toggled(self, shown: bool) -> None:
+        self.think_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.reasoning_body.setVisible(shown and bool(self.reasoning))
+
+    def _on_think_clicked(self) -> None:
+        self._think_touched = True
 
     # ---- content ------------------------------------------------------------------------
     @property
@@ -209,15 +319,39 @@ class MessageWidget(QFrame):
     def begin_stream(self) -> None:
         self.streaming = True
         self._pieces.clear()
-        self._text = self._tail = ""
+        self._think_pieces.clear()
+        self._splitter = ReasoningSplitter()
+        self._text = self._tail = self._reasoning = ""
         self.stable.clear_text()
         self.tail.clear_text()
+        self.reasoning_body.clear_text()
+        self.reasoning_tokens = 0
 
     def append(self, piece: str) -> None:
-        self._pieces.append(piece)
+        for is_reasoning, text in self._splitter.feed(piece):
+            if is_reasoning:
+                self._think_pieces.append(text)
+            else:
+                self._pieces.append(text)
+        if self._splitter.in_reasoning:
+            self.reasoning_tokens += 1
 
     def render_pending(self) -> None:
         """Commit finished blocks to the stable part and re-render the unfinished tail."""
+        if self._think_pieces:
+            new = "".join(self._think_pieces)
+            self._think_pieces.clear()
+            if not self._reasoning:
+                new = new.lstrip()
+            self._reasoning += new
+            self.reasoning_body.append_plain(new)
+            if not self.think_button.isVisible():
+                self.think_button.show()
+                if not self._think_touched:  # open while it streams, folded when done
+                    self.think_button.setChecked(True)
+            self.think_button.setText(f"Thinking… ({self.reasoning_tokens} tokens)")
+            self._on_think_toggled(self.think_button.isChecked())
+            self.render_count += 1
         if not self._pieces:
             return
         new = "".join(self._pieces)
@@ -236,11 +370,26 @@ class MessageWidget(QFrame):
         self.tail.show_html(render(tail) if tail.strip() else "")
         self.render_count += 1
 
-    def end_stream(self, final_text: str | None = None) -> None:
+    def end_stream(
+        self, final_text: str | None = None, reasoning_tokens: int | None = None
+    ) -> None:
+        """Finish the reply; ``final_text`` is the whole raw reply (reasoning included)."""
+        for is_reasoning, text in self._splitter.flush():
+            (self._think_pieces if is_reasoning else self._pieces).append(text)
         self.render_pending()
         self.streaming = False
-        if final_text is not None and final_text != self._text:
-            self.set_text(final_text)
+        if final_text is not None:
+            reasoning, answer = split_reasoning(final_text)
+            if answer != self.text:
+                self.set_text(answer)
+            if reasoning != self.reasoning.strip() or reasoning:
+                self.set_reasoning(reasoning)
+        self.set_thinking_label(
+            reasoning_tokens if reasoning_tokens is not None else self.reasoning_tokens
+        )
+
+    def set_thinking_label(self, tokens: int | None) -> None:
+        self.think_button.setText(f"Thinking ({tokens} tokens)" if tokens else "Thinking")
 
 
 class ChatView(QScrollArea):
@@ -249,12 +398,14 @@ class ChatView(QScrollArea):
     Signals:
         edit_requested(int): the user wants to edit and resend this user message (its id).
         regenerate_requested(int): the user wants this assistant reply written again (its id).
+        switch_requested(int): the user wants this alternative shown (a message id).
         link_activated(QUrl): a link in a message was clicked (never opened by the view).
         rendered(): a streaming render happened (tests and the benchmark watch it).
     """
 
     edit_requested = Signal(int)
     regenerate_requested = Signal(int)
+    switch_requested = Signal(int)
     link_activated = Signal(QUrl)
     rendered = Signal()
 
@@ -273,11 +424,11 @@ class ChatView(QScrollArea):
         self.earlier_button.hide()
         self._column.addWidget(self.earlier_button)
         self._column.addStretch(1)
-        self._hidden: list[tuple[str, str, int | None, str]] = []
+        self._hidden: list[Shown] = []
         self.setWidget(inner)
         self.messages: list[MessageWidget] = []
         self._streaming: MessageWidget | None = None
-        self._interval_ms = MIN_RENDER_INTERVAL_MS
+        self._interval_ms: float = MIN_RENDER_INTERVAL_MS
         self._last_render = 0.0
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -299,22 +450,28 @@ class ChatView(QScrollArea):
         self._stick = True
 
     def add_message(
-        self, role: str, text: str, message_id: int | None = None, stats: str = ""
+        self,
+        role: str,
+        text: str,
+        message_id: int | None = None,
+        stats: str = "",
+        alternatives: list[int] | None = None,
     ) -> MessageWidget:
-        widget = self._build(role, text, message_id, stats)
+        widget = self._build(Shown(role, text, message_id, stats, "", alternatives or []))
         self._insert(widget)
         return widget
 
-    def set_messages(self, messages: list[tuple[str, str, int | None, str]]) -> None:
-        """Show a conversation: (role, text, message id, stats in words) per message.
+    def set_messages(self, messages: Sequence[Shown | tuple[str, str, int | None, str]]) -> None:
+        """Show a conversation: a :class:`Shown` (or (role, text, id, stats)) per message.
 
         Only the last :data:`SHOWN_AT_ONCE` are built; "Show earlier messages" builds more, so
         opening a long conversation costs the same as a short one.
         """
         self.clear()
-        self._hidden = list(messages[:-SHOWN_AT_ONCE]) if len(messages) > SHOWN_AT_ONCE else []
-        for role, text, message_id, stats in messages[len(self._hidden) :]:
-            self._insert(self._build(role, text, message_id, stats), update=False)
+        items = [_shown(m) for m in messages]
+        self._hidden = items[:-SHOWN_AT_ONCE] if len(items) > SHOWN_AT_ONCE else []
+        for item in items[len(self._hidden) :]:
+            self._insert(self._build(item), update=False)
         self._show_earlier_button()
         self._update_actions()
 
@@ -322,7 +479,7 @@ class ChatView(QScrollArea):
         """Build the previous :data:`SHOWN_AT_ONCE` messages above the ones shown."""
         batch = self._hidden[-SHOWN_AT_ONCE:]
         del self._hidden[-SHOWN_AT_ONCE:]
-        widgets = [self._build(*m) for m in batch]
+        widgets = [self._build(m) for m in batch]
         for offset, widget in enumerate(widgets):
             self._connect(widget)
             self._column.insertWidget(1 + offset, widget)
@@ -335,15 +492,19 @@ class ChatView(QScrollArea):
         self.earlier_button.setVisible(count > 0)
         self.earlier_button.setText(f"Show earlier messages ({count} more)")
 
-    def _build(self, role: str, text: str, message_id: int | None, stats: str) -> MessageWidget:
-        widget = MessageWidget(role, message_id)
-        widget.set_text(text)
-        widget.set_stats(stats)
+    def _build(self, item: Shown) -> MessageWidget:
+        widget = MessageWidget(item.role, item.message_id)
+        widget.set_text(item.text)
+        widget.set_stats(item.stats)
+        if item.reasoning:
+            widget.set_reasoning(item.reasoning)
+        widget.set_alternatives(item.alternatives)
         return widget
 
     def _connect(self, widget: MessageWidget) -> None:
         widget.edit_requested.connect(self.edit_requested)
         widget.regenerate_requested.connect(self.regenerate_requested)
+        widget.switch_requested.connect(self.switch_requested)
         widget.stable.link_activated.connect(self.link_activated)
         widget.tail.link_activated.connect(self.link_activated)
 
@@ -375,14 +536,22 @@ class ChatView(QScrollArea):
         self._update_actions()
 
     def _update_actions(self) -> None:
-        last_user = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=-1)
-        last = len(self.messages) - 1
-        for i, widget in enumerate(self.messages):
+        # Any user message can be edited and any reply regenerated: both add an alternative
+        # (a new branch), so nothing is lost.
+        seen_user = False
+        for widget in self.messages:
             can_act = not self._busy and widget.message_id is not None
-            widget.edit_button.setVisible(can_act and i == last_user)
+            seen_user = seen_user or widget.role == "user"
+            widget.edit_button.setVisible(can_act and widget.role == "user")
             widget.regenerate_button.setVisible(
-                can_act and i == last and widget.role in ("assistant", "error") and last_user >= 0
+                can_act and widget.role in ("assistant", "error") and seen_user
             )
+            widget.set_actions_enabled(not self._busy)
+
+    def index_of(self, message_id: int) -> int:
+        """The position of a shown message (-1 when it is not shown)."""
+        ids = [m.message_id for m in self.messages]
+        return ids.index(message_id) if message_id in ids else -1
 
     # ---- streaming ----------------------------------------------------------------------
     def begin_stream(self, message_id: int | None = None) -> MessageWidget:
@@ -421,17 +590,29 @@ class ChatView(QScrollArea):
         self._interval_ms = min(MAX_RENDER_INTERVAL_MS, max(MIN_RENDER_INTERVAL_MS, 4 * took))
         self.rendered.emit()
 
-    def end_stream(self, final_text: str | None = None, stats: str = "") -> MessageWidget | None:
+    def end_stream(
+        self, final_text: str | None = None, stats: str = "", reasoning_tokens: int | None = None
+    ) -> MessageWidget | None:
         widget = self._streaming
         if widget is None:
             return None
         self._timer.stop()
-        widget.end_stream(final_text)
+        widget.end_stream(final_text, reasoning_tokens)
         widget.set_stats(stats)
         self._streaming = None
         self._update_actions()
         self.rendered.emit()
         return widget
+
+    def drop_stream(self) -> None:
+        """Take away the streaming bubble: the reply produced nothing to show."""
+        widget = self._streaming
+        if widget is None:
+            return
+        self._timer.stop()
+        self._streaming = None
+        if widget in self.messages:
+            self.remove_from(self.messages.index(widget))
 
     @property
     def streaming(self) -> MessageWidget | None:
