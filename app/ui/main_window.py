@@ -71,6 +71,9 @@ class MainWindow(QMainWindow):
         self.sidebar.currentRowChanged.connect(self._on_page_selected)
         self.sidebar.setCurrentRow(0)
         self._restore_geometry()
+        # Built now, not on first visit: it finds downloads paused in an earlier session and
+        # flags them in the sidebar, or nothing would say they are waiting.
+        self.page("Downloads")
 
     def _layout(self) -> QWidget:
         side = QWidget()
@@ -105,7 +108,12 @@ class MainWindow(QMainWindow):
         about = QAction(f"About {app.APP_NAME}", self)
         about.setShortcut(QKeySequence.StandardKey.HelpContents)
         about.triggered.connect(self.show_about)
-        self.addActions([new_chat, about])
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcuts([QKeySequence.StandardKey.Quit, QKeySequence("Ctrl+Q")])
+        quit_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+        quit_action.triggered.connect(self.close)  # closeEvent pauses downloads, stops engines
+        self.addActions([new_chat, about, quit_action])
+        self.quit_action = quit_action
         self.new_chat_action = new_chat
 
     # --- navigation -------------------------------------------------------------------------
@@ -139,7 +147,9 @@ class MainWindow(QMainWindow):
     def set_badge(self, title: str, count: int) -> None:
         """Show a count next to a page's name in the sidebar (0 hides it; -1: "on", a service)."""
         index = [t for t, _ in PAGES].index(title)
-        badge = f"  ({count})" if count > 0 else "  \u25cf on" if count < 0 else ""
+        # -1: a service is on; -2: nothing runs but something waits (a paused download)
+        special = {-1: "  \u25cf on", -2: "  \u23f8 paused"}
+        badge = f"  ({count})" if count > 0 else special.get(count, "")
         self.sidebar.item(index).setText(title + badge)
 
     def current_title(self) -> str:

@@ -54,4 +54,17 @@ def _dark_palette() -> QPalette:
     }
     for role, color in roles.items():
         p.setColor(role, QColor(color))
+    # setColor above sets every group, Disabled too: without this a disabled button or field
+    # reads exactly like an enabled one on the dark background.
+    disabled = {
+        QPalette.ColorRole.WindowText: "#6b6e74",
+        QPalette.ColorRole.Text: "#6b6e74",
+        QPalette.ColorRole.ButtonText: "#6b6e74",
+        QPalette.ColorRole.Button: "#2f3136",
+        QPalette.ColorRole.Base: "#26282c",
+        QPalette.ColorRole.HighlightedText: "#9a9da3",
+        QPalette.ColorRole.Highlight: "#3a3c42",
+    }
+    for role, color in disabled.items():
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor(color))
     return p

@@ -223,6 +223,7 @@ class DownloadsPage(QWidget):
         for p in pending:
             if self.find_item(p.variant.repo_id, p.variant.file) is None:
                 self._add(p.variant).row.show_paused(p.bytes_done)
+        self.update_badge()
 
     def remove_item(self, item: DownloadItem) -> None:
         if item.active:
@@ -242,8 +243,14 @@ class DownloadsPage(QWidget):
         if item.last is not None and item.last.model is not None:
             self.context.commands.reveal_in_library(item.last.model.path)
 
+    @property
+    def paused_count(self) -> int:
+        return sum(1 for i in self.items if i.row.state == "paused" and not i.active)
+
     def update_badge(self) -> None:
-        self.context.events.badge_changed.emit("Downloads", self.active_count)
+        """The sidebar count of running downloads, or "paused" when only paused ones wait."""
+        count = self.active_count or (-2 if self.paused_count else 0)
+        self.context.events.badge_changed.emit("Downloads", count)
         self.context.events.downloads_changed.emit()
 
     def shutdown(self) -> None:

@@ -9,6 +9,7 @@ window's shared hardware profile and dry-run engine, the same figures the Models
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.cancel import CancelToken
 from app.core.library import ImportProgress, Library, LibraryModel
-from app.core.planning import ModelFit
+from app.core.planning import MIN_CTX, ModelFit, Planner
 from app.ui.bridge import LatestTask
 from app.ui.dialogs import confirm
 from app.ui.widgets.badges import BADGE_ROLE, BadgeDelegate, badge_text
@@ -54,6 +56,22 @@ def provenance(model: LibraryModel) -> str:
         commit = f" @ {model.commit[:10]}" if model.commit else ""
         return f"{model.repo_id}{commit}"
     return "imported from disk"
+
+
+def _plan_at_load_context(
+    planner: Planner, models: list[LibraryModel], n_ctx: int, token: CancelToken
+) -> Iterator[ModelFit]:
+    """Each model's fit at the context Chat loads it with: the settings' default, capped at the
+    context the model was trained for (as :meth:`Planner.plan_load` does)."""
+    for model in models:
+        want = n_ctx
+        if model.present:
+            try:
+                trained = planner.spec(model.path).n_ctx_train
+            except Exception:  # an unreadable header: plan_library says why on the row
+                trained = 0
+            want = max(MIN_CTX, min(n_ctx, int(trained or n_ctx)))
+        yield from planner.plan_library([model], want, token)
 
 
 class LibraryPage(QWidget):
@@ -177,7 +195,9 @@ class LibraryPage(QWidget):
         models, n_ctx = list(self.models), self.settings.default_n_ctx
         if models:
             planner = self.context.planner
-            self._planner.start(lambda t: planner.plan_library(models, n_ctx, t), "library fits")
+            self._planner.start(
+                lambda t: _plan_at_load_context(planner, models, n_ctx, t), "library fits"
+            )
 
     def _fill_row(self, row: int, model: LibraryModel) -> None:
         sha = model.sha256[0] if model.sha256 else ""
@@ -259,9 +279,10 @@ class LibraryPage(QWidget):
             "SHA-256": "\n".join(model.sha256),
             "Architecture": model.architecture or "–",
             "Fit": (
-                fit.fit.offload.reason if fit and fit.fit else (fit.error if fit else "planning…")
-            )
-            + f" (context {self.settings.default_n_ctx})",
+                f"{fit.fit.offload.reason} (context {fit.fit.offload.plan.n_ctx})"
+                if fit and fit.fit
+                else (fit.error if fit else "planning…")
+            ),
         }
         if not model.present:
             values["Fit"] = "The file is missing: it was moved or deleted outside QuantDesk."

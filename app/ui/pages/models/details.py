@@ -65,10 +65,12 @@ class VariantDetails(Card):
     """Explains one variant's plan."""
 
     download_requested = Signal(object)
+    show_local_requested = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Details", parent)
         self.variant: Variant | None = None
+        self.local = False
         self._retry: Callable[[], None] | None = None
         head = QHBoxLayout()
         self.heading = PlainLabel("", name="cardTitle")
@@ -133,13 +135,21 @@ class VariantDetails(Card):
         self.clear("Recommendation")
         self.advice.setText(advice.reason)
 
-    def show_variant(self, variant: Variant, fit: PlannedVariant | None, advice: RepoAdvice | None):
+    def show_variant(
+        self,
+        variant: Variant,
+        fit: PlannedVariant | None,
+        advice: RepoAdvice | None,
+        local: bool = False,
+    ) -> None:
+        """The plan of ``variant``; ``local``: it is in the library already (no Download then)."""
         self.clear(f"{variant.quant} · {human_bytes(variant.size_bytes)}")
         self.variant = variant
+        self.local = local
         self.file_label.setText(
             variant.file + (f" (+{variant.shards - 1} more files)" if variant.shards > 1 else "")
         )
-        self.download_button.setText(f"Download {variant.quant}")
+        self.download_button.setText("In library" if local else f"Download {variant.quant}")
         self.download_button.show()
         verdict, text = fit_badge(fit)
         self.badge.set_verdict(verdict, text)
@@ -179,7 +189,8 @@ class VariantDetails(Card):
 
     def _on_download(self) -> None:
         if self.variant is not None:
-            self.download_requested.emit(self.variant)
+            signal = self.show_local_requested if self.local else self.download_requested
+            signal.emit(self.variant)
 
     def _on_retry(self) -> None:
         if self._retry is not None:

@@ -78,6 +78,7 @@ class ModelsPage(QWidget):
         self.variants_task = LatestTask(context.runner, self)
         self.plan_task = LatestTask(context.runner, self)
         self.ask_confirmation = self._ask_confirmation  # tests may replace the dialog
+        self._downloading: set[str] = set()  # files this page sent to Downloads, until they land
         self._replan_timer = QTimer(self, singleShot=True, interval=150)
         self._replan_timer.timeout.connect(self.replan)
         self._build()
@@ -197,6 +198,7 @@ class ModelsPage(QWidget):
 
         self.details = VariantDetails()
         self.details.download_requested.connect(self.request_download)
+        self.details.show_local_requested.connect(self._on_row_button)
         column.addWidget(self.details, 0)
         self.right.addWidget(panel)
         return self.right
@@ -291,6 +293,7 @@ class ModelsPage(QWidget):
         self.repo_title.setText(summary.repo_id)
         self.repo_subtitle.setText(summary.summary or _repo_subtitle(summary))
         self.table_model.set_variants([])
+        self.ctx_slider.setMaximum(len(CONTEXT_STOPS) - 1)  # the new repo's header sets its end
         self.details.clear("Listing the variants…")
         self.plan_task.cancel()
         self.plan_status.setText("Listing variants…")
@@ -364,8 +367,17 @@ class ModelsPage(QWidget):
             name="plan-repo",
         )
 
+    def _cap_context(self, n_ctx_train: int) -> None:
+        """The slider ends at the context the model was trained for (its largest stop not past it)."""
+        if n_ctx_train <= 0:
+            return
+        top = max([i for i, c in enumerate(CONTEXT_STOPS) if c <= n_ctx_train] or [0])
+        if top != self.ctx_slider.maximum():
+            self.ctx_slider.setMaximum(top)  # clamps the value, which re-plans at the new end
+
     def _on_plan_item(self, item: PlannedVariant | RepoAdvice) -> None:
         if isinstance(item, PlannedVariant):
+            self._cap_context(item.n_ctx_train)
             self.table_model.set_fit(item)
             self._planned += 1
             total = len(self.table_model.variants)
@@ -400,7 +412,8 @@ class ModelsPage(QWidget):
                 self.details.show_advice_only(self.advice)
             return
         variant = self.table_model.variants[row]
-        self.details.show_variant(variant, self.table_model.fit_at(row), self.advice)
+        local = variant.file in self._local_models()
+        self.details.show_variant(variant, self.table_model.fit_at(row), self.advice, local)
 
     # --- what is already downloaded ---------------------------------------------------------
     def _local_models(self) -> dict[str, LibraryModel]:
@@ -426,6 +439,14 @@ class ModelsPage(QWidget):
             button = self.table.indexWidget(self.table_model.index(row, COL_ACTION))
             if isinstance(button, QPushButton):
                 button.setText("In library" if variant.file in local else "Download")
+        landed = sorted(f for f in self._downloading if f in local)
+        if landed:
+            self._downloading.difference_update(landed)
+            self.plan_status.setText(f"{', '.join(landed)} is in the Library now")
+        if self.details.variant is not None and self.details.local != (
+            self.details.variant.file in local
+        ):
+            self._show_details()
         n = len(local)
         self.compare_button.setEnabled(n >= 2)
         self.compare_button.setText(
@@ -453,6 +474,7 @@ class ModelsPage(QWidget):
         if fit is not None and too_big and not self.ask_confirmation(variant, fit):
             return
         self.context.commands.start_download(variant)
+        self._downloading.add(variant.file)
         self.plan_status.setText(f"Downloading {variant.file} — see Downloads")
 
     def _ask_confirmation(self, variant: Variant, fit: PlannedVariant) -> bool:
