@@ -62,6 +62,7 @@ def load_kwargs(options: PlanOptions) -> dict[str, Any]:
         "flash_attn": options.flash_attn,
         "n_ubatch": options.n_ubatch,
         "cpu_moe_layers": options.cpu_moe_layers,
+        "cpu_moe_extra": options.cpu_moe_extra,
     }
 
 

@@ -352,6 +352,9 @@ class MemoryPlan:
     notes: list[str] = field(default_factory=list)
     state_bytes: int = 0  # recurrent layers' fixed state (part of kv_bytes), whatever the context
     kv_caches: list[dict[str, Any]] = field(default_factory=list)  # llama.cpp's caches, one by one
+    cpu_moe_layers: int = 0  # layers whose expert tensors stay in RAM although the layer is on GPU
+    cpu_moe_extra: int = 0  # and this many expert tensors of the next layer (a finer step)
+    expert_cpu_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -406,6 +409,8 @@ def plan_memory(
     n_ubatch: int = 512,
     granule: int = FILE_GRANULE,
     flash_attn: bool | None = None,
+    cpu_moe_layers: int = 0,
+    cpu_moe_extra: int = 0,
 ) -> MemoryPlan:
     """The memory a load of ``spec`` with these settings needs, split into RAM and VRAM."""
     notes: list[str] = []
@@ -417,7 +422,10 @@ def plan_memory(
             settings_note(dry.flash_attn, dry.swa_full, dry.n_ubatch, bool(dry.swa_layers))
         )
     gpu_layers, output_on_gpu = _gpu_layer_set(spec.n_layer, n_gpu_layers)
-    w_cpu = w_gpu = repacked = mapped = 0
+    w_cpu = w_gpu = repacked = mapped = experts_cpu = 0
+    moved_extra = (
+        set(expert_kinds(spec, cpu_moe_layers)[:cpu_moe_extra]) if cpu_moe_extra else set()
+    )
     extents: list[tuple[int, int]] = []  # file ranges read through the mapping
     base, last, last_end = spec.data_offset, 0, 0
     for t in spec.tensors:
@@ -431,6 +439,13 @@ def plan_memory(
             if layer is not None
             else (output_on_gpu and not t.name.startswith("token_embd"))
         )
+        moved = layer is not None and (
+            layer < cpu_moe_layers
+            or (layer == cpu_moe_layers and t.name.split(".", 2)[2] in moved_extra)
+        )
+        if on_gpu and moved and is_expert_tensor(t.name):
+            on_gpu = False  # --n-cpu-moe: this layer's experts stay in RAM
+            experts_cpu += t.nbytes
         if on_gpu:
             w_gpu += t.nbytes
             continue
@@ -461,7 +476,7 @@ def plan_memory(
     else:
         c_gpu = dry.cpu_compute_bytes
         notes.append(FULL_GPU_HOST_COMPUTE_NOTE)
-        if ngl > spec.n_layer:
+        if ngl > spec.n_layer and not experts_cpu:
             # Fully offloaded: the host keeps only the input embeddings and the logits staging.
             c_cpu = min(dry.cpu_compute_bytes, 4 * n_ubatch * (spec.n_embd + spec.n_vocab))
         else:
@@ -523,6 +538,9 @@ def plan_memory(
         notes=notes,
         state_bytes=state,
         kv_caches=kv.caches,
+        cpu_moe_layers=min(cpu_moe_layers, spec.n_layer) if experts_cpu else 0,
+        cpu_moe_extra=len(moved_extra) if experts_cpu else 0,
+        expert_cpu_bytes=experts_cpu,
     )
 
 
@@ -603,6 +621,8 @@ class OffloadPlan:
             "weights_bytes": p.weights_bytes,
             "kv_bytes": p.kv_bytes,
             "state_bytes": p.state_bytes,
+            "cpu_moe_layers": p.cpu_moe_layers,
+            "cpu_moe_extra": p.cpu_moe_extra,
             "kv_caches": p.kv_caches,
             "compute_bytes": p.compute_bytes,
             "ram_bytes": p.ram_bytes,
@@ -615,27 +635,107 @@ class OffloadPlan:
 
 
 def _plan_at(
-    spec: ModelSpec, dry_fn: DryRunFn, n_ctx: int, ngl: int, type_k: str, type_v: str
+    spec: ModelSpec,
+    dry_fn: DryRunFn,
+    n_ctx: int,
+    ngl: int,
+    type_k: str,
+    type_v: str,
+    cpu_moe: int = 0,
 ) -> MemoryPlan:
-    return plan_memory(spec, dry_fn(n_ctx, ngl), n_ctx, ngl, type_k, type_v)
+    """The plan at ``ngl`` with ``cpu_moe`` expert tensors (in layer order) kept in RAM."""
+    layers, extra = divmod(cpu_moe, max(expert_tensors_per_layer(spec), 1))
+    dry = dry_fn(n_ctx, ngl)
+    return plan_memory(
+        spec, dry, n_ctx, ngl, type_k, type_v, cpu_moe_layers=layers, cpu_moe_extra=extra
+    )
+
+
+def expert_kinds(spec: ModelSpec, layer: int) -> list[str]:
+    """The expert tensors of ``layer`` (``ffn_down_exps.weight``, ...) in the order a partly moved
+    layer keeps them in RAM."""
+    prefix = f"blk.{layer}."
+    return sorted(
+        t.name[len(prefix) :]
+        for t in spec.tensors
+        if t.name.startswith(prefix) and is_expert_tensor(t.name)
+    )
+
+
+def expert_tensors_per_layer(spec: ModelSpec) -> int:
+    return max((len(expert_kinds(spec, il)) for il in range(min(spec.n_layer, 4))), default=0)
+
+
+def is_expert_tensor(name: str) -> bool:
+    """A MoE expert tensor (``blk.N.ffn_{up,down,gate,gate_up}_{,ch}exps``), as --n-cpu-moe matches."""
+    return "_exps." in name and ".ffn_" in name
+
+
+def has_experts(spec: ModelSpec) -> bool:
+    return any(is_expert_tensor(t.name) for t in spec.tensors)
+
+
+def _largest_fitting_ngl(
+    spec: ModelSpec,
+    budget: Budget,
+    dry_fn: DryRunFn,
+    n_ctx: int,
+    type_k: str,
+    type_v: str,
+    cpu_moe: int,
+) -> int:
+    top = spec.n_layer + 1 if budget.vram_usable else 0
+    # VRAM use grows with every layer offloaded, so bisect on the largest that fits VRAM.
+    lo, hi = 0, top
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        plan = _plan_at(spec, dry_fn, n_ctx, mid, type_k, type_v, cpu_moe)
+        if plan.vram_bytes <= budget.vram_usable:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def best_gpu_layers(
     spec: ModelSpec, budget: Budget, dry_fn: DryRunFn, n_ctx: int, type_k: str, type_v: str
 ) -> MemoryPlan | None:
-    """The plan with the most layers offloaded that fits ``budget``; None when nothing fits."""
-    top = spec.n_layer + 1 if budget.vram_usable else 0
-    # VRAM use grows with every layer offloaded, so bisect on the largest that fits VRAM...
-    lo, hi = 0, top
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _plan_at(spec, dry_fn, n_ctx, mid, type_k, type_v).vram_bytes <= budget.vram_usable:
-            lo = mid
-        else:
-            hi = mid - 1
-    # ...then it must also fit RAM; fewer GPU layers only move memory back to RAM.
+    """The plan with the most layers offloaded that fits ``budget``; None when nothing fits.
+
+    A mixture-of-experts model first keeps the expert tensors of its first N layers in RAM
+    (llama.cpp's ``--n-cpu-moe N``: the attention, norms and shared tensors of every layer stay on
+    the GPU, where each token needs them, while only a few experts a token are read from RAM), and
+    drops whole layers only when even all experts in RAM leave too little VRAM.
+    """
+    lo = _largest_fitting_ngl(spec, budget, dry_fn, n_ctx, type_k, type_v, 0)
     plan = _plan_at(spec, dry_fn, n_ctx, lo, type_k, type_v)
+    top = spec.n_layer + 1
+    if budget.vram_usable and lo < top and has_experts(spec):
+        moe = _expert_offload(spec, budget, dry_fn, n_ctx, type_k, type_v)
+        if moe is not None and budget.fits(moe) and moe.vram_bytes > plan.vram_bytes:
+            return moe
+    # It must also fit RAM; fewer GPU layers only move memory back to RAM.
     return plan if budget.fits(plan) else None
+
+
+def _expert_offload(
+    spec: ModelSpec, budget: Budget, dry_fn: DryRunFn, n_ctx: int, type_k: str, type_v: str
+) -> MemoryPlan | None:
+    """Every layer on the GPU with the experts of the fewest first layers in RAM, or (when even
+    all experts in RAM do not fit) all experts in RAM and the most layers that fit."""
+    n, top = spec.n_layer * max(expert_tensors_per_layer(spec), 1), spec.n_layer + 1
+    usable = budget.vram_usable
+    if _plan_at(spec, dry_fn, n_ctx, top, type_k, type_v, n).vram_bytes <= usable:
+        lo, hi = 0, n  # VRAM shrinks with every layer whose experts move to RAM
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _plan_at(spec, dry_fn, n_ctx, top, type_k, type_v, mid).vram_bytes <= usable:
+                hi = mid
+            else:
+                lo = mid + 1
+        return _plan_at(spec, dry_fn, n_ctx, top, type_k, type_v, lo)
+    ngl = _largest_fitting_ngl(spec, budget, dry_fn, n_ctx, type_k, type_v, n)
+    return _plan_at(spec, dry_fn, n_ctx, ngl, type_k, type_v, n) if ngl else None
 
 
 def max_context(
@@ -646,6 +746,7 @@ def max_context(
     type_k: str = "f16",
     type_v: str = "f16",
     limit: int | None = None,
+    cpu_moe: int = 0,
 ) -> int:
     """Largest context (a multiple of 256, at most ``limit`` or the trained one) that fits.
 
@@ -656,7 +757,7 @@ def max_context(
     def ok(n_ctx: int) -> bool:
         if n_gpu_layers is None:
             return best_gpu_layers(spec, budget, dry_fn, n_ctx, type_k, type_v) is not None
-        return budget.fits(_plan_at(spec, dry_fn, n_ctx, n_gpu_layers, type_k, type_v))
+        return budget.fits(_plan_at(spec, dry_fn, n_ctx, n_gpu_layers, type_k, type_v, cpu_moe))
 
     if ok(top):
         return top
@@ -708,5 +809,16 @@ def plan_offload(
         reason = f"runs on the CPU in {human_bytes(plan.ram_bytes)} of RAM"
         if budget.vram_usable:
             reason += " (not even one layer fits the GPU budget)"
-    max_ctx = max_context(spec, budget, dry_fn, ngl, type_k, type_v)
+    units = 0
+    if plan.expert_cpu_bytes:
+        part = ""
+        if plan.cpu_moe_extra:
+            e = expert_tensors_per_layer(spec)
+            part = f" and {plan.cpu_moe_extra} of {e} expert tensors of layer {plan.cpu_moe_layers}"
+        reason += (
+            f"; experts of {plan.cpu_moe_layers} of {spec.n_layer} layers in RAM{part} "
+            f"({human_bytes(plan.expert_cpu_bytes)})"
+        )
+        units = plan.cpu_moe_layers * expert_tensors_per_layer(spec) + plan.cpu_moe_extra
+    max_ctx = max_context(spec, budget, dry_fn, ngl, type_k, type_v, cpu_moe=units)
     return OffloadPlan(verdict, plan, max(max_ctx, 0), reason)

@@ -21,7 +21,7 @@ import atexit
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from app.core.fit import (
     DryRun,
     DryRunFn,
     OffloadPlan,
+    expert_kinds,
     plan_memory,
     plan_offload,
     scoring_extra_bytes,
@@ -79,6 +80,7 @@ class PlanOptions:
     flash_attn: bool | None = None  # None: on only for a quantized V cache, which needs it
     n_ubatch: int = 512
     cpu_moe_layers: int = 0  # expert tensors of the first N layers kept in RAM (--n-cpu-moe)
+    cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
 
     def settings(self) -> MemorySettings:
         return MemorySettings(self.n_ubatch, self.swa_full, self.flash_attn, self.cpu_moe_layers)
@@ -310,6 +312,9 @@ class Planner:
             offload = plan_offload(spec, budget, fn, n_ctx, o.type_k, o.type_v)
             reason = f"context shortened to {n_ctx} tokens to fit; {offload.reason}"
         p = offload.plan
+        if p.expert_cpu_bytes or o.cpu_moe_layers:  # the planner kept experts in RAM: load so
+            extra = tuple(expert_kinds(spec, p.cpu_moe_layers)[: p.cpu_moe_extra])
+            o = replace(o, cpu_moe_layers=p.cpu_moe_layers, cpu_moe_extra=extra)
         return LoadPlan(
             n_ctx, p.n_gpu_layers, reason, offload.verdict, p.ram_bytes, p.vram_bytes, o
         )

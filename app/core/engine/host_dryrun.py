@@ -172,17 +172,18 @@ def flash_attn_on(flash_attn: bool | None, type_v: str) -> bool:
 _MOE_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
 
 
-def cpu_moe_overrides(state: State, n_layers: int) -> int | None:
+def cpu_moe_overrides(state: State, n_layers: int, extra: tuple[str, ...] = ()) -> int | None:
     r"""``tensor_buft_overrides`` keeping the expert tensors of layers ``0..n_layers-1`` in RAM.
 
     The same rule as llama.cpp's ``--n-cpu-moe N`` (common/arg.cpp: ``blk\.N\.ffn_(up|down|
     gate)_(ch|)exps`` to the CPU buffer type).  The array and its strings must outlive the model
     load, so they are kept on ``state``.
     """
-    if n_layers <= 0:
+    if n_layers <= 0 and not extra:
         return None
     cpu_buft = _cpu_buffer_type(state)
     patterns = [f"^blk\\.{il}{_MOE_EXPERTS}".encode() for il in range(n_layers)]
+    patterns += [f"^blk\\.{n_layers}\\.{re.escape(name)}$".encode() for name in extra]
     arr = (_BuftOverride * (len(patterns) + 1))()
     for i, pat in enumerate(patterns):
         arr[i].pattern = pat
@@ -199,13 +200,13 @@ class _BuftOverride(ctypes.Structure):
 
 
 @contextlib.contextmanager
-def moe_load_params(state: State, n_layers: int) -> Iterator[None]:
+def moe_load_params(state: State, n_layers: int, extra: tuple[str, ...] = ()) -> Iterator[None]:
     """While a ``llama_cpp.Llama`` is created: its model params carry the expert overrides.
 
     ``Llama`` builds its ``llama_model_params`` from ``llama_model_default_params()`` and offers
     no argument for ``tensor_buft_overrides``, so the default is wrapped for the one load.
     """
-    overrides = cpu_moe_overrides(state, n_layers)
+    overrides = cpu_moe_overrides(state, n_layers, extra)
     if overrides is None:
         yield
         return
