@@ -477,8 +477,6 @@ class Planner:
         self.close()
 
 
-def header_estimate(spec: ModelSpec) -> int:
-    """A plan-free lower bound: the weights, the logits of one batch and an engine process."""
 def _plan_with_workers(
     spec: ModelSpec,
     dry: DryRun,
@@ -502,7 +500,9 @@ def _plan_with_workers(
     if budget.vram_usable and not budget.unified:
         devices.append(split.SplitDevice("this GPU", "gpu", budget.vram_usable))
     devices.append(split.SplitDevice("this computer's RAM", "ram", budget.ram_usable))
-    devices += [split.SplitDevice(f"worker {i.address}", "worker", i.free_bytes, i.address) for i in infos]
+    devices += [
+        split.SplitDevice(f"worker {i.address}", "worker", i.free_bytes, i.address) for i in infos
+    ]
     sp = split.plan_split(spec, dry, n_ctx, devices, o.type_k, o.type_v)
     if not sp.fits:
         raise PlanError(f"{spec.name or 'the model'} {sp.reason}")
@@ -510,10 +510,21 @@ def _plan_with_workers(
     vram = sum(s.total_bytes for s in sp.shares if s.kind == "gpu")
     verdict = "split" if sp.rpc_servers else ("cpu" if sp.n_gpu_layers == 0 else "partial_gpu")
     return LoadPlan(
-        n_ctx, sp.n_gpu_layers, sp.reason, verdict, ram, vram, o, sp.rpc_servers, sp.tensor_split, sp
+        n_ctx,
+        sp.n_gpu_layers,
+        sp.reason,
+        verdict,
+        ram,
+        vram,
+        o,
+        sp.rpc_servers,
+        sp.tensor_split,
+        sp,
     )
 
 
+def header_estimate(spec: ModelSpec) -> int:
+    """A plan-free lower bound: the weights, the logits of one batch and an engine process."""
     return spec.weights_bytes + 4 * 512 * max(0, spec.n_vocab) + _PROCESS_OVERHEAD
 
 
