@@ -48,11 +48,16 @@ class ModelShape:
     n_ctx_train: int = 4096
     weight_std: float = 0.3
     seed: int = 1234
-    chat_template: str = CHATML_TEMPLATE
+    chat_template: str = CHATML_TEMPLATE  # "" writes no tokenizer.chat_template at all
     name: str = "quantdesk-test"
+    # Extra or replaced metadata, (key, value) pairs: str, int (u32), float (f32) or bool values.
+    metadata: tuple[tuple[str, Any], ...] = ()
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        if not fields["metadata"]:
+            del fields["metadata"]  # the key of every shape written before the field existed
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -130,7 +135,23 @@ def add_llama_metadata(
     w.add_eos_token_id(4)
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
-    w.add_chat_template(chat_template)
+    if chat_template:
+        w.add_chat_template(chat_template)
+
+
+def override_metadata(w: Any, pairs: tuple[tuple[str, Any], ...]) -> None:
+    """Set (or replace) metadata keys on a ``gguf.GGUFWriter`` before its header is written."""
+    for key, value in pairs:
+        for kv in w.kv_data:
+            kv.pop(key, None)
+        if isinstance(value, bool):
+            w.add_bool(key, value)
+        elif isinstance(value, int):
+            w.add_uint32(key, value)
+        elif isinstance(value, float):
+            w.add_float32(key, value)
+        else:
+            w.add_string(key, str(value))
 
 
 def llama_tensor_shapes(shape: LlamaShapeLike) -> Iterator[tuple[str, tuple[int, ...]]]:
@@ -160,6 +181,7 @@ def write_f16_model(path: Path, shape: ModelShape) -> Path:
     rng = np.random.default_rng(shape.seed)
     w = gguf.GGUFWriter(str(path), "llama")
     add_llama_metadata(w, shape, int(gguf.LlamaFileType.MOSTLY_F16), shape.chat_template)
+    override_metadata(w, shape.metadata)
 
     def mat(rows: int, cols: int) -> np.ndarray:
         # std scaled by fan-in keeps activations finite while outputs stay peaked (DESIGN.md 6)

@@ -31,24 +31,46 @@ from app.core.engine.protocol import (
     Token,
     UnloadRequest,
 )
+from app.core.errors import ErrorKind, QuantDeskError
 
 _ids = itertools.count(1)
 
 
-class EngineError(Exception):
+class EngineError(QuantDeskError):
     """A request failed; ``kind`` says where (load, template, request, crashed, internal)."""
 
-    def __init__(self, message: str, kind: str = "request") -> None:
-        super().__init__(message)
-        self.kind = kind
+    default_kind = ErrorKind.REQUEST
 
 
 class EngineCrashed(EngineError):
     """The engine process died; ``exitcode`` is its exit status (negative: killed by a signal)."""
 
-    def __init__(self, message: str, exitcode: int | None) -> None:
-        super().__init__(message, kind="crashed")
+    def __init__(
+        self, message: str, exitcode: int | None, kind: ErrorKind | str = ErrorKind.CRASHED
+    ) -> None:
+        super().__init__(message, kind=kind)
         self.exitcode = exitcode
+
+
+STALL_TIMEOUT_S = 120.0  # no token, batch or heartbeat for this long: the child is stuck
+MEMORY_SHARE = 0.9  # default memory limit: this share of the machine's RAM
+
+
+def anon_rss(pid: int) -> int:
+    """Memory the process owns (not the model file's page cache, which the OS can drop), bytes."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
 
 
 def describe_exit(code: int | None) -> str:
@@ -78,17 +100,35 @@ def describe_exit(code: int | None) -> str:
 class Engine:
     """One engine child process: load a model, generate (streamed), cancel, unload, stats."""
 
-    def __init__(self, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: Path | None = None,
+        *,
+        stall_timeout_s: float | None = STALL_TIMEOUT_S,
+        memory_limit_bytes: int | None = None,
+        template_timeout_s: float = 5.0,
+    ) -> None:
+        """``memory_limit_bytes`` None: 90 % of RAM; ``stall_timeout_s`` None: wait forever."""
         self._ctx = mp.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
         self._cancel = self._ctx.Event()
         self._consumed = self._ctx.RawValue("q", 0)  # stream flow control, see host.STREAM_WINDOW
+        self._progress = self._ctx.RawValue("q", 0)  # bumped by the child as work moves on
+        self._template_since = self._ctx.RawValue("d", 0.0)  # monotonic start of a render, or 0
+        self.stall_timeout_s = stall_timeout_s
+        if memory_limit_bytes is None:
+            import psutil
+
+            memory_limit_bytes = int(psutil.virtual_memory().total * MEMORY_SHARE)
+        self.memory_limit_bytes = memory_limit_bytes
+        self.template_timeout_s = template_timeout_s
+        self.tokens_received = 0  # tokens of the running generation the parent has read
         self._send_lock = threading.Lock()
         self._log_dir = log_dir
         self.log_path: Path | None = None
-        self._workers: tuple[str, ...] = ()  # RPC workers registered in the current child
         self.loaded: LoadedInfo | None = None
+        self._workers: tuple[str, ...] = ()  # RPC workers registered in the current child
 
     # ---- life cycle ---------------------------------------------------------------------
     @property
@@ -111,9 +151,18 @@ class Engine:
         self.log_path = folder / f"engine-{os.getpid()}-{next(_ids)}.log"
         parent, child = self._ctx.Pipe(duplex=True)
         self._cancel.clear()
+        self._template_since.value = 0.0
         self._proc = self._ctx.Process(
             target=host.main,
-            args=(child, self._cancel, self._consumed, str(self.log_path)),
+            args=(
+                child,
+                self._cancel,
+                self._consumed,
+                str(self.log_path),
+                self._progress,
+                self._template_since,
+                self.template_timeout_s,
+            ),
             name="quantdesk-engine",
             daemon=True,
         )
@@ -170,9 +219,20 @@ class Engine:
         return rid
 
     def _recv(self, timeout: float | None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """The next message from the child, watching it meanwhile.
+
+        Nothing waits unbounded: besides ``timeout`` (the whole wait) the child must show progress
+        (a message, or its progress counter moving) within ``stall_timeout_s``; a template render
+        must end within the template limit (the child stops its own render; this is the backstop
+        where it cannot); and its own memory must stay under ``memory_limit_bytes``.  Each limit
+        stops the child and says which one it hit.
+        """
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        seen, moved = self._progress.value, now
+        checked = 0.0
         while True:
-            ready = mpc.wait([self._conn, self._proc.sentinel], timeout=0.5)
+            ready = mpc.wait([self._conn, self._proc.sentinel], timeout=0.25)
             if self._conn in ready:
                 try:
                     return self._conn.recv()
@@ -180,9 +240,50 @@ class Engine:
                     self._raise_dead()
             elif ready:  # the process ended and nothing is left to read
                 self._raise_dead()
-            if deadline is not None and time.monotonic() > deadline:
-                self.close(timeout=2)
-                raise EngineCrashed("the engine did not answer in time and was stopped", None)
+            now = time.monotonic()
+            if now - checked >= 0.2:
+                checked = now
+                self._check_limits(now)
+            if self._progress.value != seen:
+                seen, moved = self._progress.value, now
+            elif self.stall_timeout_s is not None and now - moved > self.stall_timeout_s:
+                self._stop(
+                    f"the engine made no progress for {self.stall_timeout_s:g} s and was stopped "
+                    "(it stopped answering; the model is unloaded)",
+                    ErrorKind.TIMEOUT,
+                )
+            if deadline is not None and now > deadline:
+                self._stop("the engine did not answer in time and was stopped", ErrorKind.TIMEOUT)
+
+    def _check_limits(self, now: float) -> None:
+        since = self._template_since.value
+        if since and now - since > self.template_timeout_s + 2.0:
+            self._stop(
+                f"the chat template took longer than {self.template_timeout_s:g} s to render; "
+                "the engine was stopped (the model is unloaded)",
+                ErrorKind.TEMPLATE,
+            )
+        if self.memory_limit_bytes and self._proc is not None:
+            used = anon_rss(self._proc.pid)
+            if used > self.memory_limit_bytes:
+                from app.core.units import human_bytes
+
+                self._stop(
+                    f"the engine exceeded its memory limit ({human_bytes(used)} used, "
+                    f"{human_bytes(self.memory_limit_bytes)} allowed) and was stopped; "
+                    "the model is unloaded",
+                    ErrorKind.LIMIT,
+                )
+
+    def _stop(self, message: str, kind: ErrorKind) -> None:
+        """Kill the child for breaking a limit and raise the reason (not a guess from the signal)."""
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(5)
+        code = proc.exitcode if proc is not None else None
+        self._reap()
+        raise EngineCrashed(message, code, kind)
 
     def _raise_dead(self) -> None:
         proc = self._proc
@@ -192,11 +293,11 @@ class Engine:
         self._reap()
         msg = f"The engine process died: {describe_exit(code)}."
         if detail:
+            msg += f" Last words: {detail}"
         if self._workers:  # ggml-rpc aborts without naming the worker it lost
             from app.core.rpc import explain_lost_workers
 
             msg = explain_lost_workers(self._workers, msg)
-            msg += f" Last words: {detail}"
         raise EngineCrashed(msg, code)
 
     def _log_tail(self) -> str:
@@ -218,13 +319,13 @@ class Engine:
                 raise EngineError(msg.message, msg.kind)
 
     def load(self, path: str | Path, **options: Any) -> LoadedInfo:
+        """Load a model (options as in LoadRequest).  A previous model is unloaded first."""
         workers = tuple(options.get("rpc_servers", ()))
         if self.alive and self._workers and workers != self._workers:
             self.close()  # ggml cannot unregister a worker's devices: a fresh child forgets them
         if not self.alive:
             self._workers = ()
         self._workers = tuple(dict.fromkeys(self._workers + workers))
-        """Load a model (options as in LoadRequest).  A previous model is unloaded first."""
         self.loaded = self.request(LoadRequest(path=str(path), **options))
         return self.loaded
 
@@ -237,14 +338,19 @@ class Engine:
         """Yield text pieces as they are sampled, then the :class:`GenerationStats`."""
         self._cancel.clear()
         self._consumed.value = 0
+        self.tokens_received = 0
         rid = self._send(request)
         finished = False
         try:
             while True:
                 msg = self._recv(None)
                 if isinstance(msg, Token) and msg.id == rid:
-                    self._consumed.value = msg.token
-                    yield msg.text
+                    # The child reports every sampled token, text or not: counting them all is
+                    # what keeps its flow window moving (host.STREAM_WINDOW).
+                    self.tokens_received = max(self.tokens_received, msg.token)
+                    self._consumed.value = self.tokens_received
+                    if msg.text:
+                        yield msg.text
                 elif isinstance(msg, Done) and msg.id == rid:
                     finished = True
                     yield msg.result

@@ -411,16 +411,20 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
     lc = state.llama_cpp
     if not _prefill(state, llm, tokens, cached):
         reason = "cancelled"
-    for tok in () if reason == "cancelled" else llm.generate(
-        tokens,
-        temp=s.temperature,
-        top_k=s.top_k,
-        top_p=s.top_p,
-        min_p=s.min_p,
-        repeat_penalty=s.repeat_penalty,
-        reset=True,
-        grammar=_grammar(state, req.grammar),
-        logits_processor=_bias(req.logit_bias, llm.n_vocab()),
+    for tok in (
+        ()
+        if reason == "cancelled"
+        else llm.generate(
+            tokens,
+            temp=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            reset=True,
+            grammar=_grammar(state, req.grammar),
+            logits_processor=_bias(req.logit_bias, llm.n_vocab()),
+        )
     ):
         now = time.perf_counter()
         state.beat()
@@ -508,7 +512,9 @@ def _bias(bias: dict[int, float] | None, n_vocab: int) -> Any:
 
     bad = [t for t in bias if not 0 <= int(t) < n_vocab]
     if bad:
-        raise RequestError(f"logit_bias names tokens outside the vocabulary (0..{n_vocab - 1}): {bad[:5]}")
+        raise RequestError(
+            f"logit_bias names tokens outside the vocabulary (0..{n_vocab - 1}): {bad[:5]}"
+        )
     ids = np.asarray([int(t) for t in bias], dtype=np.intp)
     vals = np.asarray(list(bias.values()), dtype=np.float32)
 

@@ -75,6 +75,7 @@ def handle(state: Any, req: ScoreRequest) -> ScoreResult:
                 batch.logits[j] = wanted
                 n_out += wanted
             rc = lc.llama_decode(ctx, batch)
+            state.beat()  # the parent's watchdog: a long scoring pass is moving, not hung
             if rc != 0:
                 raise RequestError(f"llama_decode failed with code {rc}")
             if n_out == 0:
