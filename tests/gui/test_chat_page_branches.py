@@ -208,6 +208,7 @@ def test_reasoning_is_stored_apart_shown_folded_and_counted(make_window, qtbot):
     assert reply.text == "Hello!" and reply.reasoning == "They said hi."
     assert reply.think_button.isVisibleTo(page) and not reply.reasoning_body.isVisibleTo(page)
     assert "14 thinking" in reply.stats_label.text()
+    assert reply.think_button.text() == "Thinking (14 tokens)"
     sent = engine_messages("", page._history(reply.message_id))
     assert [m["content"] for m in sent] == ["hi", "Hello!"]  # the reasoning is not sent back
 
@@ -271,3 +272,24 @@ def test_overflow_offers_a_new_chat_with_the_message(make_window, qtbot, tiny_mo
     qtbot.keyClick(page.composer, Qt.Key.Key_Return)
     _idle(qtbot, page)
     assert [r for r, _ in _shown(page)] == ["user", "assistant"]
+
+
+def test_a_reply_that_runs_into_the_context_end_keeps_its_text_and_a_full_bar(
+    make_window, qtbot, tiny_models
+):
+    win = make_window()
+    page = _chat(win, tiny_models["Q8_0"], ctx=256)
+    page.ignore_eos = True
+    _send(qtbot, page, "Tell me everything", max_tokens=2000)  # fits: 64 tokens kept free
+    _idle(qtbot, page)
+    reply = page.view.messages[-1]
+    assert reply.role == "assistant" and reply.text  # not an empty bubble
+    assert "cut at the context size" in reply.stats_label.text()
+    assert page.context_bar.value() >= 250  # what the chat uses now, not 0
+    assert not page.overflow_banner.isVisibleTo(page)
+    # the next message does not fit any more: asked before sending, the reply kept
+    _send(qtbot, page, "and more", max_tokens=2000)
+    qtbot.waitUntil(lambda: page.overflow_banner.isVisibleTo(page), timeout=60000)
+    _idle(qtbot, page)
+    assert [r for r, _ in _shown(page)] == ["user", "assistant", "user"]
+    assert page.context_bar.value() == 256

@@ -114,8 +114,9 @@ class SamplingPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(PlainLabel("System prompt", name="cardTitle"))
         layout.addWidget(self.system_prompt)
+        layout.addWidget(self.prompt_preset)  # a row of its own: preset names need the width
         presets = QHBoxLayout()
-        presets.addWidget(self.prompt_preset, 1)
+        presets.addStretch(1)
         presets.addWidget(self.save_prompt_button)
         presets.addWidget(self.delete_prompt_button)
         layout.addLayout(presets)

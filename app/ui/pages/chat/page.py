@@ -411,6 +411,7 @@ class ChatPage(QWidget):
                     stats_words(m.stats) if m.stats else "",
                     m.reasoning,
                     alternatives.get(m.parent_id, []),
+                    int((m.stats or {}).get("reasoning_tokens", 0) or 0),
                 )
                 for m in messages
             ]

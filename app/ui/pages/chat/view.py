@@ -61,6 +61,7 @@ class Shown:
     stats: str = ""
     reasoning: str = ""
     alternatives: list[int] = field(default_factory=list)
+    reasoning_tokens: int = 0
 
 
 def _shown(item: Shown | Sequence[object]) -> Shown:
@@ -498,6 +499,7 @@ class ChatView(QScrollArea):
         widget.set_stats(item.stats)
         if item.reasoning:
             widget.set_reasoning(item.reasoning)
+            widget.set_thinking_label(item.reasoning_tokens)
         widget.set_alternatives(item.alternatives)
         return widget
 
