@@ -7,7 +7,9 @@ import sys
 
 from app.cli.common import fail, print_json
 from app.cli.memory_flags import add_memory_flags, load_kwargs, plan_options
+from app.cli.worker import add_workers_flag, split_load_kwargs, split_plan
 from app.core.engine import Engine, EngineError, GenerationStats, Sampling
+from app.core.errors import QuantDeskError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--json", action="store_true", help="with --prompt: print a JSON object")
+    add_workers_flag(p)
     add_memory_flags(p)
     p.set_defaults(func=run)
 
@@ -59,14 +62,19 @@ def run(args: argparse.Namespace) -> int:
     messages: list[dict[str, str]] = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
+    try:
+        split = split_load_kwargs(split_plan(args, plan_options(args)))
+    except QuantDeskError as exc:  # a worker that is not there, or a split that does not fit
+        return fail(str(exc))
     with Engine() as engine:
         try:
             engine.load(
                 args.model,
-                n_ctx=args.ctx,
-                n_gpu_layers=args.gpu_layers,
+                n_ctx=split.pop("n_ctx", args.ctx),
+                n_gpu_layers=split.pop("n_gpu_layers", args.gpu_layers),
                 n_threads=args.threads,
                 **load_kwargs(plan_options(args)),
+                **split,
             )
         except EngineError as exc:
             return fail(f"cannot load {args.model}: {exc}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from app.cli.common import fail, human_bytes, print_json
 from app.cli.memory_flags import add_memory_flags, plan_options, settings_json
+from app.cli.worker import add_workers_flag, print_split, split_plan
 from app.core.errors import QuantDeskError
 from app.core.fit import KV_TYPES, Budget, OffloadPlan
 from app.core.gguf_header import GGUFError, ModelSpec
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="memory plan for a model (local file or URL) before loading it")
     p.add_argument("model", help="a .gguf file or an http(s) URL")
     _common(p)
+    add_workers_flag(p)
     p.set_defaults(func=run_plan)
     r = sub.add_parser("recommend", help="which variant of a repo fits this machine best")
     r.add_argument("repo", help="a Hub repo id (owner/name) or a local folder of .gguf variants")
@@ -75,6 +77,14 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.ctx < 1:
         return fail("--ctx must be a positive number of tokens")
     options = plan_options(args, args.cache_type, args.cache_type)
+    if args.workers:
+        try:
+            plan = split_plan(args, options)
+        except QuantDeskError as exc:  # PlanError names the worker that is not there
+            return fail(str(exc))
+        assert plan is not None
+        print_split(plan, args.json)
+        return 0
     with Planner() as planner:
         try:
             spec = planner.spec(args.model)

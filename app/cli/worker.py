@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from app.cli.common import human_bytes
-from app.core.rpc import DEFAULT_PORT, WorkerError, check_bind_address, serve
+from app.cli.common import human_bytes, print_json
+from app.core.planning import LoadPlan, Planner, PlanOptions
+from app.core.rpc import DEFAULT_PORT, WorkerError, check_bind_address, parse_workers, serve
 from app.core.units import parse_size
 
 
@@ -22,8 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tunnel (ssh -N -L PORT:127.0.0.1:PORT THIS-HOST) and pass --workers 127.0.0.1:PORT there.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
-    p.add_argument("--device", default="cpu", help="device to serve: cpu, cuda0, metal, ... (default cpu)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
+    p.add_argument(
+        "--device", default="cpu", help="device to serve: cpu, cuda0, metal, ... (default cpu)"
+    )
     p.add_argument("--mem", default=None, help="memory to offer, e.g. 8G (default: what is free)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: half the cores)")
     p.add_argument(
@@ -62,3 +68,68 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 1
+
+
+# ---- --workers on the commands that plan or load a model ---------------------------------------
+
+
+def add_workers_flag(p: argparse.ArgumentParser) -> None:
+    """``--workers HOST:PORT[,HOST:PORT...]``: split the model over these workers and this machine."""
+    p.add_argument(
+        "--workers",
+        default=None,
+        metavar="HOST:PORT[,...]",
+        help="split the model over these quantdesk workers and this computer",
+    )
+
+
+def split_plan(args: argparse.Namespace, options: PlanOptions | None = None) -> LoadPlan | None:
+    """The split plan for ``args.model`` when ``--workers`` is given (PlanError/WorkerError raise)."""
+    workers = parse_workers(getattr(args, "workers", None))
+    if not workers:
+        return None
+    with Planner() as planner:
+        budget = planner.budget(
+            getattr(args, "ram_budget", None), getattr(args, "vram_budget", None)
+        )
+        return planner.plan_load(
+            args.model, args.ctx, options=options, budget=budget, workers=workers
+        )
+
+
+def split_load_kwargs(plan: LoadPlan | None) -> dict[str, Any]:
+    """Engine.load keywords of a split plan (none without one)."""
+    if plan is None:
+        return {}
+    return {
+        "n_ctx": plan.n_ctx,
+        "n_gpu_layers": plan.n_gpu_layers,
+        "rpc_servers": plan.rpc_servers,
+        "tensor_split": plan.tensor_split,
+    }
+
+
+def print_split(plan: LoadPlan, as_json: bool) -> None:
+    """A split plan for people (a line per device) or as JSON."""
+    sp = plan.split
+    if as_json:
+        out = {"verdict": plan.verdict, "n_ctx": plan.n_ctx, "n_gpu_layers": plan.n_gpu_layers}
+        print_json(
+            out | {"ram_bytes": plan.ram_bytes, "vram_bytes": plan.vram_bytes} | sp.to_json()
+        )
+        return
+    print(f"verdict:  {plan.verdict} -- {plan.reason}")
+    print(
+        f"context:  {plan.n_ctx} tokens; n_gpu_layers {plan.n_gpu_layers}; tensor_split {list(sp.tensor_split)}"
+    )
+    for s in sp.shares:
+        first = (
+            f"layers {s.first_layer}-{s.first_layer + s.n_layers - 1}"
+            if s.n_layers
+            else "no layers"
+        )
+        print(
+            f"{s.name}: {first}: weights {human_bytes(s.weights_bytes)}, KV {human_bytes(s.kv_bytes)}, "
+            f"compute {human_bytes(s.compute_bytes)} = {human_bytes(s.total_bytes)} "
+            f"of {human_bytes(s.budget_bytes)}"
+        )

@@ -444,7 +444,9 @@ def probe(addr: str, timeout: float = PROBE_TIMEOUT_S) -> WorkerInfo:
     return WorkerInfo(ep, True, "", devs, float(data["latency_ms"]), elapsed)
 
 
-def probe_all(addrs: list[str] | tuple[str, ...], timeout: float = PROBE_TIMEOUT_S) -> list[WorkerInfo]:
+def probe_all(
+    addrs: list[str] | tuple[str, ...], timeout: float = PROBE_TIMEOUT_S
+) -> list[WorkerInfo]:
     """Probe several workers at once (each in its own process); results in the given order."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -490,9 +492,13 @@ def explain_lost_workers(addrs: tuple[str, ...], message: str) -> str:
     gone = [(a, why) for a in addrs if (why := tcp_check(a, 1.0))]
     if gone:
         names = "; ".join(f"worker {a}: {why}" for a, why in gone)
-        return f"Lost {names}. The model was split over workers and cannot go on without it. {message}"
+        return (
+            f"Lost {names}. The model was split over workers and cannot go on without it. {message}"
+        )
     if "RPC" in message or "Remote" in message:
-        return f"A worker ({', '.join(addrs)}) stopped answering in the middle of a request. {message}"
+        return (
+            f"A worker ({', '.join(addrs)}) stopped answering in the middle of a request. {message}"
+        )
     return message
 
 

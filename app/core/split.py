@@ -144,6 +144,13 @@ def plan_split(
         counts.append(n)
         start += n
     left = units - g - start
+    if cpu_fixed > ram_budget:
+        # The input embeddings, the logits and the runtime stay here whatever the split.
+        reason = (
+            f"does not fit: this computer must keep {human_bytes(cpu_fixed)} (embeddings, compute "
+            f"and output buffers, runtime) but its RAM budget is {human_bytes(ram_budget)}"
+        )
+        return SplitPlan(False, 0, (), (), (), reason)
     shares: list[DeviceShare] = []
     local_name = ram.name if ram else "this computer's RAM"
     shares.append(

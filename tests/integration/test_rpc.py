@@ -12,7 +12,7 @@ from app.core.engine import Engine
 from app.core.engine.client import EngineCrashed
 from app.core.engine.protocol import GenerateRequest, Sampling
 from app.core.fit import Budget
-from app.core.planning import PlanError, PlanOptions
+from app.core.planning import PlanError, Planner, PlanOptions
 from tests import modelfactory
 
 N_CTX = 512
@@ -146,3 +146,22 @@ def test_worker_refuses_open_address_without_the_flag():
         rpc.check_bind_address("192.168.1.5", allow_any=False)
     assert rpc.check_bind_address("192.168.1.5", allow_any=True)
     assert rpc.check_bind_address("127.0.0.1", allow_any=False) is None
+
+
+def test_plan_cli_splits_over_workers_and_names_a_dead_one(planner, two_workers):
+    import json
+
+    path, _, procs = two_workers
+    addrs = ",".join(_addr(p) for p in procs)
+    with Planner() as own:  # the default dry-run cache, which the command below then reads
+        ram, _ = _budgets(own, path)
+    cmd = [sys.executable, "-m", "app", "plan", str(path), "--ctx", str(N_CTX)]
+    cmd += ["--ram-budget", str(ram.ram_bytes), "--vram-budget", "0", "--json"]
+    out = subprocess.run([*cmd, "--workers", addrs], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["verdict"] == "split" and data["n_computers"] == 3
+    assert [s["address"] for s in data["shares"] if s["kind"] == "worker"] == addrs.split(",")
+    dead = f"127.0.0.1:{rpc.free_port()}"
+    out = subprocess.run([*cmd, "--workers", dead], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and f"worker {dead}" in out.stderr and "refused" in out.stderr
