@@ -10,13 +10,14 @@ Signals:
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QMenu, QProgressBar, QPushButton, QWidget
 
 from app.core.download import DownloadProgress
 from app.core.hub import Variant
 from app.ui.widgets.cards import Card, PlainLabel, chip, muted, plain_tooltip
 from app.ui.widgets.format import human_bytes, human_duration, human_speed
+from app.ui.widgets.reveal import copy_text
 from app.ui.widgets.style import ACCENT, ERROR, SUCCESS
 
 # state -> buttons shown
@@ -91,6 +92,21 @@ class DownloadRow(Card):
         self.status.setWordWrap(True)
         self.add(self.status)
         self.set_state("queued", "Waiting to start…")
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(
+            lambda pos: self.context_menu().exec(self.mapToGlobal(pos))
+        )
+
+    def context_menu(self) -> QMenu:
+        """Right-click: the row's visible buttons, plus copying the file name and its Hub repo."""
+        menu = QMenu(self)
+        for button in self.buttons.values():
+            if not button.isHidden():
+                menu.addAction(button.text(), button.click)
+        menu.addSeparator()
+        menu.addAction("Copy file name", lambda: copy_text(self.variant.file))
+        menu.addAction("Copy repo", lambda: copy_text(self.variant.repo_id))
+        return menu
 
     def set_state(self, state: str, text: str) -> None:
         self.state = state

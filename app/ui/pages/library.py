@@ -13,14 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import QPoint, Qt, QUrl
+from PySide6.QtGui import QDesktopServices  # noqa: F401 - tests patch it here
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
+    QMenu,
     QProgressBar,
     QPushButton,
     QTableWidget,
@@ -37,6 +38,7 @@ from app.ui.dialogs import confirm
 from app.ui.widgets.badges import BADGE_ROLE, BadgeDelegate, badge_text
 from app.ui.widgets.cards import Card, PageHeader, PlainLabel, plain_tooltip
 from app.ui.widgets.format import human_bytes
+from app.ui.widgets.reveal import PathDialog, copy_text, reveal
 
 COLUMNS = ["Model", "Quant", "Size", "Fit on this machine", "Source", "SHA-256", "Added"]
 FIT_COLUMN = COLUMNS.index("Fit on this machine")
@@ -124,6 +126,9 @@ class LibraryPage(QWidget):
             head.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.table.itemSelectionChanged.connect(self._show_details)
         self.table.doubleClicked.connect(lambda _i: self.chat_selected())
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._on_context_menu)
+        self.path_dialog: PathDialog | None = None
         self.empty = PlainLabel(
             "No models yet. Download one from the Models page, or import a .gguf file.",
             name="muted",
@@ -337,11 +342,31 @@ class LibraryPage(QWidget):
             self.delete(model)
 
     def open_folder(self, model: LibraryModel | None = None) -> QUrl:
-        """Show the library folder (or the model's folder) in the system's file manager."""
+        """Show the library folder (or the model's folder) in the system's file manager; without
+        one, a small window shows the path with a Copy button (``self.path_dialog``)."""
         folder = model.path.parent if model is not None else self.settings.library_path()
-        url = QUrl.fromLocalFile(str(folder))
-        QDesktopServices.openUrl(url)
-        return url
+        self.path_dialog = reveal(Path(folder), self)
+        return QUrl.fromLocalFile(str(folder))
+
+    def context_menu(self, row: int) -> QMenu | None:
+        """The right-click menu of a row: copy path, show in folder, chat, delete."""
+        if not 0 <= row < len(self.models):
+            return None
+        self.table.selectRow(row)
+        model = self.models[row]
+        menu = QMenu(self)
+        menu.addAction("Copy path", lambda: copy_text(str(model.path)))
+        menu.addAction("Show in folder", lambda: self.open_folder(model))
+        chat = menu.addAction("Chat", self.chat_selected)
+        chat.setEnabled(model.present)
+        menu.addSeparator()
+        menu.addAction("Delete…", self._ask_delete)
+        return menu
+
+    def _on_context_menu(self, pos: QPoint) -> None:
+        menu = self.context_menu(self.table.indexAt(pos).row())
+        if menu is not None:
+            menu.exec(self.table.viewport().mapToGlobal(pos))
 
     # ---- import -------------------------------------------------------------------------
     def _choose_import(self) -> None:
