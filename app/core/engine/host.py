@@ -248,6 +248,8 @@ def _load_failure_lines(lines: list[str], most: int = 4) -> list[str]:
     found: list[str] = []
     for ln in lines:
         text = ln.strip()
+        if "loader: - " in text:  # the metadata dump ("- kv 16: ...unknown_token_id"), not a cause
+            continue
         if text and any(k in text.lower() for k in _LOAD_KEYS) and text not in found:
             found.append(text[:300])
     if len(found) > most:
