@@ -164,7 +164,34 @@ def test_embeddings_of_a_model_with_a_pooling_layer(client, library, embed_file)
     assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3 for v in vectors)  # normalised
     # floats on the wire give the same vectors; the model still generates after embedding
     plain = client.embeddings.create(model=embed_file.name, input=texts[0], encoding_format="float")
-    assert max(abs(a - b) for a, b in zip(plain.data[0].embedding, vectors[0])) < 1e-5
+    assert max(abs(a - b) for a, b in zip(plain.data[0].embedding, vectors[0], strict=True)) < 1e-5
     assert vectors[0] != vectors[2]
     reply = client.completions.create(model=embed_file.name, prompt="The sea", max_tokens=5)
     assert reply.usage.completion_tokens > 0
+
+
+def _preflight(url: str, origin: str) -> dict[str, str]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method="OPTIONS")
+    req.add_header("Origin", origin)
+    req.add_header("Access-Control-Request-Method", "POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return dict(exc.headers)
+
+
+def test_cors_is_off_unless_origins_are_listed(start_server):
+    url_of = lambda s: s.base_url + "/chat/completions"  # noqa: E731
+    off = start_server()
+    assert "access-control-allow-origin" not in {
+        k.lower() for k in _preflight(url_of(off), "http://evil.test")
+    }
+    on = start_server(cors_origins=["http://localhost:3000"])
+    allowed = {k.lower(): v for k, v in _preflight(url_of(on), "http://localhost:3000").items()}
+    assert allowed["access-control-allow-origin"] == "http://localhost:3000"
+    other = {k.lower() for k in _preflight(url_of(on), "http://evil.test")}
+    assert "access-control-allow-origin" not in other
