@@ -7,7 +7,7 @@ import json
 
 from app.core.compare import CompareOptions, Progress, ReplyDone, TextPiece, VariantLoaded
 from app.core.compare_report import COLUMNS
-from app.ui.pages.compare.page import CompareView
+from app.ui.pages.compare.page import QUALITY_COLUMN, CompareView, _col, quality_verdict
 
 QUICK = CompareOptions(max_tokens=200, reference_text_max_tokens=600)
 
@@ -75,6 +75,17 @@ def test_panes_stream_side_by_side_and_the_table_fills_in(
         assert float(_cell(view, row, "text_kld_mean")) > 0
         assert _cell(view, row, "gen_tok_s") not in ("", "-")
     assert float(_cell(view, 0, "text_kld_mean")) > float(_cell(view, 2, "text_kld_mean"))
+    # One headline number per variant, in words, with the measured columns behind a toggle.
+    quality = [view.table.item(r, QUALITY_COLUMN).text() for r in range(3)]
+    assert quality[1] == "the reference"
+    for row in (0, 2):
+        kld = float(_cell(view, row, "text_kld_mean"))
+        assert quality[row] == f"{quality_verdict(kld)} · {kld:.3f}"
+    assert view.table.isColumnHidden(_col("text_kld_mean"))
+    view.method_toggle.click()
+    assert not view.table.isColumnHidden(_col("text_kld_mean")) and view.method_label.isVisibleTo(
+        view
+    )
     assert len(view.chart.points) == 3 and all(p.kld is not None for p in view.chart.points)
     view.chart.grab()  # paints both scatter panels
     assert all(b.isEnabled() for b in view.export_buttons.values())
@@ -108,3 +119,39 @@ def test_bad_inputs_are_explained_and_start_nothing(qtbot, tiny_models, tmp_path
     qtbot.waitUntil(lambda: not view.busy, timeout=30000)
     assert "could not run" in view.status.text() and "missing.gguf" in view.status.text()
     assert view.run_button.isEnabled()
+
+
+def test_quality_verdict_bands():
+    assert quality_verdict(0.001) == "close to the reference"
+    assert quality_verdict(0.05) == "noticeable loss"
+    assert quality_verdict(0.4) == "large loss"
+    assert quality_verdict(None) == "not measured"
+    assert quality_verdict(0.0, reference=True) == "the reference"
+
+
+def test_add_model_offers_the_librarys_variants_of_the_same_model_first(window, tiny_models):
+    import shutil
+
+    from app.core.library import Library
+
+    lib = Library()
+    folder = lib.hub_folder("acme/tiny-GGUF")
+    folder.mkdir(parents=True, exist_ok=True)
+    added = {}
+    for q in ("Q2_K", "Q8_0"):
+        dst = folder / f"tiny-{q}.gguf"
+        shutil.copy(tiny_models[q], dst)
+        added[q] = lib.add([dst], ["0" * 64], source="hub", repo_id="acme/tiny-GGUF",
+                           commit="a" * 40, hub_file=dst.name)  # fmt: skip
+    for _ in lib.import_file(tiny_models["Q4_0"]):  # another model (imported, other folder)
+        pass
+    view = window.page("Compare")
+    view.set_models([added["Q2_K"].path])
+    menu = view.add_menu()
+    texts = [a.text() for a in menu.actions()]
+    assert texts[0] == "Same model, in the Library"
+    assert texts[1].startswith("tiny-Q8_0.gguf · Q8_0 · ")
+    assert texts.index("Other models in the Library") > 1 and texts[-1] == "Choose a file…"
+    assert not any(t.startswith("tiny-Q2_K") for t in texts)  # listed already
+    next(a for a in menu.actions() if a.text() == texts[1]).trigger()
+    assert view.models() == [str(added["Q2_K"].path), str(added["Q8_0"].path)]

@@ -45,7 +45,7 @@ FIT_COLUMN = COLUMNS.index("Fit on this machine")
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
-def _same_model(a: LibraryModel, b: LibraryModel) -> bool:
+def same_model(a: LibraryModel, b: LibraryModel) -> bool:
     """Variants of one model: the same Hub repo, or (imported) the same folder and architecture."""
     if a.repo_id or b.repo_id:
         return a.repo_id == b.repo_id
@@ -308,7 +308,7 @@ class LibraryPage(QWidget):
         model = self.selected()
         if model is None:
             return
-        variants = [m for m in self.models if m.present and _same_model(m, model)]
+        variants = [m for m in self.models if m.present and same_model(m, model)]
         self.context.commands.open_compare([m.path for m in variants])
 
     def delete(self, model: LibraryModel) -> list[Path]:

@@ -21,13 +21,13 @@ PANELS = (
     "Quality loss vs file size (lower is better)",
     "Quality loss vs speed (lower is better)",
 )
-Y_TITLE = "KLD (nats)"
+Y_TITLE = "quality loss (KLD)"
 
 
 @dataclass(frozen=True)
 class ChartPoint:
     label: str
-    size_mib: float | None
+    size_gb: float | None
     gen_tok_s: float | None
     kld: float | None
     reference: bool = False
@@ -54,7 +54,7 @@ class QualityChart(QWidget):
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         w = self.width() / 2
         self._panel(
-            p, QRectF(0, 0, w, self.height()), PANELS[0], "file size (MiB)", lambda c: c.size_mib
+            p, QRectF(0, 0, w, self.height()), PANELS[0], "file size (GB)", lambda c: c.size_gb
         )
         self._panel(
             p,

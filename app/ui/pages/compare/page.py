@@ -24,13 +24,16 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -59,7 +62,9 @@ from app.core.planning import Planner
 from app.core.taskeval import PromptItem, read_prompts
 from app.ui.bridge import CancelToken, LatestTask, TaskRunner
 from app.ui.pages.compare.chart import ChartPoint, QualityChart
+from app.ui.pages.library import same_model
 from app.ui.widgets.cards import Card, PageHeader, PlainLabel, muted, plain_tooltip
+from app.ui.widgets.format import human_bytes
 
 EXPORTS = {"csv": (to_csv, "CSV (*.csv)"), "md": (to_markdown, "Markdown (*.md)")}
 EXPORTS["json"] = (to_json_text, "JSON (*.json)")
@@ -75,6 +80,41 @@ _COLUMN_TIPS = {
     "peak_rss_bytes": "Highest resident memory of the variant's engine process",
 }
 _MODEL_COLUMN_MAX = 240  # px: file names are long; the tooltip has the full path
+# The measured figures behind the headline: shown with "Show the method".
+_METHOD_COLUMNS = ("kld_mean", "top1_agreement", "text_kld_mean", "text_top1_agreement")
+QUALITY_COLUMN = len(COLUMNS)  # the headline, after the report's own columns (shown third)
+# Mean KL divergence (nats per token) bands.  Below ~0.02 replies are hard to tell apart from the
+# reference's; past ~0.15 a reader notices changed words and facts (llama.cpp's own perplexity
+# tool reports Q8_0 near 0.001, Q4_K_M near 0.02-0.05, Q2_K above 0.2 on 7B models).
+CLOSE_KLD = 0.02
+LARGE_KLD = 0.15
+METHOD_TEXT = (
+    "Quality is the mean KL divergence (in nats per token) between each variant's next-token "
+    "probabilities and the reference's: 0 means the same predictions. It is measured over the "
+    "reference text shipped with QuantDesk, the same text for every variant, so it does not "
+    "depend on what a variant happened to write; without that text, over the reference's own "
+    f"reply. Under {CLOSE_KLD} reads as close to the reference, above {LARGE_KLD} as a large "
+    "loss. Top-1 is how often a variant's most likely next token is the reference's."
+)
+
+
+def headline_kld(row: dict[str, Any]) -> float | None:
+    """The one quality number of a result row: KL over the shared reference text, else the reply."""
+    text = row.get("text_kld_mean")
+    return text if text is not None else row.get("kld_mean")
+
+
+def quality_verdict(kld: float | None, reference: bool = False) -> str:
+    """Plain words for a mean KL divergence."""
+    if reference:
+        return "the reference"
+    if kld is None:
+        return "not measured"
+    if kld < CLOSE_KLD:
+        return "close to the reference"
+    if kld < LARGE_KLD:
+        return "noticeable loss"
+    return "large loss"
 
 
 def _col(key: str) -> int:
@@ -162,6 +202,7 @@ class CompareView(QWidget):
         runner = context.runner if context is not None else TaskRunner(self)
         # The window's planner; a view on its own lets each run make (and close) one.
         self._planner: Planner | None = context.planner if context is not None else None
+        self._context = context
         self._task = LatestTask(runner, self)
         self._task.item_produced.connect(self._on_event)
         self._task.finished.connect(self._on_done)
@@ -189,21 +230,35 @@ class CompareView(QWidget):
                 "and the quality each loses, measured against the most precise variant.",
             )
         )
-        setup = QHBoxLayout()
-        setup.setSpacing(12)
-        setup.addWidget(self._build_variants(), 2)
-        setup.addWidget(self._build_prompt(), 3)
-        outer.addLayout(setup)
+        # Everything below the header scrolls: on a small window (900x600) the replies, the
+        # results and the charts keep a readable height instead of being squeezed to nothing.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        body = QWidget()
+        column = QVBoxLayout(body)
+        column.setContentsMargins(0, 0, 6, 0)
+        column.setSpacing(10)
+        scroll.setWidget(body)
+        outer.addWidget(scroll, 1)
+        setup = QSplitter(Qt.Orientation.Horizontal)
+        setup.setChildrenCollapsible(False)
+        setup.addWidget(self._build_variants())
+        setup.addWidget(self._build_prompt())
+        setup.setStretchFactor(0, 2)
+        setup.setStretchFactor(1, 3)
+        column.addWidget(setup)
 
         self.status = PlainLabel("")
         self.status.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.progress.setMaximumWidth(260)
+        self.progress.setMinimumWidth(160)
         status_row = QHBoxLayout()
         status_row.addWidget(self.status, 1)
         status_row.addWidget(self.progress)
-        outer.addLayout(status_row)
+        column.addLayout(status_row)
 
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
@@ -211,10 +266,12 @@ class CompareView(QWidget):
         split.addWidget(self._build_results())
         self.chart = QualityChart()
         split.addWidget(self.chart)
+        self.chart.setMinimumHeight(190)
         split.setSizes([220, 170, 200])
         for i, stretch in enumerate((5, 3, 4)):
             split.setStretchFactor(i, stretch)
-        outer.addWidget(split, 1)
+        split.setMinimumHeight(560)  # below this the page scrolls
+        column.addWidget(split, 1)
 
     def _build_variants(self) -> Card:
         card = Card("Variants")
@@ -225,8 +282,11 @@ class CompareView(QWidget):
         self.model_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.model_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.model_list.setFixedHeight(88)
+        self.model_list.setMinimumWidth(150)
         add = QPushButton("Add model…")
-        add.clicked.connect(self._add_models)
+        add.setToolTip("Variants of the same model from the Library first, or any GGUF file")
+        add.clicked.connect(self._show_add_menu)
+        self.add_button = add
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self._remove_selected)
         buttons = QVBoxLayout()
@@ -270,20 +330,22 @@ class CompareView(QWidget):
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
 
+        # The buttons read in full however narrow the card gets.
+        for button in (self.run_button, self.stop_button, self.file_button):
+            button.setMinimumWidth(button.sizeHint().width())
+        self.reference_box.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.reference_box.setMinimumContentsLength(12)
         form = QFormLayout()
         form.setContentsMargins(0, 0, 0, 0)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.addRow("Prompt", _row(self.prompt_edit, self.file_button))
         form.addRow("Reference", self.reference_box)
-        knobs = _row(
-            self.max_tokens,
-            PlainLabel("Verdict threshold"),
-            self.threshold,
-            None,
-            self.run_button,
-            self.stop_button,
-        )
-        form.addRow("Max tokens", knobs)
+        form.addRow("Max tokens", _row(self.max_tokens, None))
+        form.addRow("Task threshold", _row(self.threshold, None))
         card.add(form)
+        card.add(_row(None, self.run_button, self.stop_button))
         return card
 
     def _build_replies(self) -> QWidget:
@@ -300,10 +362,13 @@ class CompareView(QWidget):
         return holder
 
     def _build_results(self) -> QWidget:
-        self.table = QTableWidget(0, len(COLUMNS))
+        self.table = QTableWidget(0, len(COLUMNS) + 1)
         # Two-line headers keep the columns as narrow as their numbers: the whole table fits the
         # page's width without scrolling.
-        self.table.setHorizontalHeaderLabels([label.replace(" ", "\n", 1) for _, label in COLUMNS])
+        labels = [label.replace(" ", "\n", 1) for _, label in COLUMNS] + ["Quality vs\nreference"]
+        self.table.setHorizontalHeaderLabels(labels)
+        # The headline sits next to the quant (logical index stays last: exports are unchanged).
+        self.table.horizontalHeader().moveSection(QUALITY_COLUMN, _col("reference") + 1)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.verticalHeader().hide()
@@ -315,11 +380,21 @@ class CompareView(QWidget):
             header_item = self.table.horizontalHeaderItem(_col(key))
             if header_item is not None:
                 header_item.setToolTip(tip)
+        quality_header = self.table.horizontalHeaderItem(QUALITY_COLUMN)
+        if quality_header is not None:
+            quality_header.setToolTip(plain_tooltip(METHOD_TEXT))
+        self.method_toggle = QToolButton()
+        self.method_toggle.setText("Show the method")
+        self.method_toggle.setCheckable(True)
+        self.method_toggle.toggled.connect(self._on_method_toggled)
+        self.method_label = muted(METHOD_TEXT)
+        self.method_label.setVisible(False)
         self._show_columns(None)
         self._fit_columns()
         self.export_buttons: dict[str, QPushButton] = {}
         exports = QHBoxLayout()
         exports.addWidget(PlainLabel("Results", name="cardTitle"))
+        exports.addWidget(self.method_toggle)
         exports.addStretch(1)
         for kind, label in (("csv", "CSV"), ("md", "Markdown"), ("json", "JSON")):
             b = QPushButton(f"Export {label}…")
@@ -331,8 +406,16 @@ class CompareView(QWidget):
         column = QVBoxLayout(results)
         column.setContentsMargins(0, 4, 0, 0)
         column.addLayout(exports)
+        column.addWidget(self.method_label)
         column.addWidget(self.table, 1)
         return results
+
+    def _on_method_toggled(self, on: bool) -> None:
+        self.method_toggle.setText("Hide the method" if on else "Show the method")
+        self.method_label.setVisible(on)
+        for key in _METHOD_COLUMNS:
+            self.table.setColumnHidden(_col(key), not on)
+        self._fit_columns()
 
     def _fit_columns(self) -> None:
         self.table.resizeColumnsToContents()
@@ -355,6 +438,9 @@ class CompareView(QWidget):
         table = rows(report) if report is not None else []
         for key in _OPTIONAL_COLUMNS:
             self.table.setColumnHidden(_col(key), all(r[key] is None for r in table))
+        method = self.method_toggle.isChecked()
+        for key in _METHOD_COLUMNS:
+            self.table.setColumnHidden(_col(key), not method)
 
     # ---- inputs -----------------------------------------------------------------------------
     def set_models(self, models: list[str | Path]) -> None:
@@ -385,7 +471,46 @@ class CompareView(QWidget):
         at = self.reference_box.findText(current)
         self.reference_box.setCurrentIndex(max(0, at))
 
-    def _add_models(self) -> None:
+    def add_menu(self) -> QMenu:
+        """Library models to add: variants of the model already listed first, then the rest of
+        the library, then any file (a file dialog)."""
+        menu = QMenu(self)
+        chosen = {str(Path(m)) for m in self.models()}
+        try:
+            library = self._context.library().list() if self._context is not None else []
+        except Exception:  # a damaged library is reported on its page; files still work
+            library = []
+        present = [m for m in library if m.present and str(m.path) not in chosen]
+        listed = [m for m in library if str(m.path) in chosen]
+        same = [m for m in present if any(same_model(m, x) for x in listed)]
+        others = [m for m in present if m not in same]
+        if same:
+            menu.addSection("Same model, in the Library")
+            for m in same:
+                self._add_model_action(menu, m)
+        if others:
+            menu.addSection("Other models in the Library" if listed else "In the Library")
+            for m in others:
+                self._add_model_action(menu, m)
+        menu.addSeparator()
+        menu.addAction("Choose a file…", self._add_files)
+        return menu
+
+    def _add_model_action(self, menu: QMenu, model: Any) -> None:
+        label = f"{model.name} · {model.quant} · {human_bytes(model.size_bytes)}"
+        action = menu.addAction(label, lambda p=str(model.path): self.add_model(p))
+        action.setToolTip(str(model.path))
+
+    def add_model(self, path: str | Path) -> None:
+        """Append one variant (ignored when it is listed already)."""
+        if str(path) not in self.models():
+            self.set_models([*self.models(), path])
+
+    def _show_add_menu(self) -> None:
+        menu = self.add_menu()
+        menu.exec(self.add_button.mapToGlobal(self.add_button.rect().bottomLeft()))
+
+    def _add_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Add variants", "", "GGUF models (*.gguf)")
         self.set_models([*self.models(), *files])
 
@@ -538,8 +663,13 @@ class CompareView(QWidget):
                     self._set_cell(i, key, Path(row[key]).name, row[key])
                 else:
                     self._set_cell(i, key, row[key])
-            kld = row["text_kld_mean"] if row["text_kld_mean"] is not None else row["kld_mean"]
-            size = row["size_bytes"] / (1 << 20)
+            kld = headline_kld(row)
+            verdict = quality_verdict(kld, bool(row["reference"]))
+            number = "" if kld is None or row["reference"] else f" · {kld:.3f}"
+            cell = QTableWidgetItem(verdict + number)
+            cell.setToolTip(plain_tooltip(METHOD_TEXT))
+            self.table.setItem(i, QUALITY_COLUMN, cell)
+            size = row["size_bytes"] / 1e9  # GB, as every size in the app
             points.append(ChartPoint(row["quant"], size, row["gen_tok_s"], kld, row["reference"]))
         self._show_columns(report)
         self._fit_columns()
