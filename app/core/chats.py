@@ -9,7 +9,8 @@ Messages form a tree, as in GPT4All and text-generation-webui: each message has 
 for the first one), a regenerated reply is a sibling of the reply it replaces and an edited user
 message a sibling of the original, so nothing is ever overwritten.  The conversation shows one
 *active path* from a root to its ``leaf_id``; :meth:`ChatStore.select` switches to another branch.
-A reply's ``<think>`` part is kept apart in ``reasoning`` and never sent back to the model.
+A reply's ``<think>`` part is kept apart in ``reasoning`` and never sent back to the model
+(:mod:`app.core.chat_format` splits it).
 
 The schema is versioned (``chat_meta``'s ``schema`` key) and older files are migrated in place
 inside one transaction when opened: nothing is lost, and a file from a newer QuantDesk is refused
@@ -32,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from app.core import paths
+from app.core.chat_format import CLOSE as THINK_CLOSE
+from app.core.chat_format import OPEN as THINK_OPEN
+from app.core.chat_format import split_reasoning as _split_reasoning
 from app.core.errors import ErrorKind, QuantDeskError
 
 ROLES = ("system", "user", "assistant", "error")
@@ -169,93 +173,18 @@ class PromptPreset:
 
 
 # ---- reasoning (<think>) ------------------------------------------------------------------------
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# The one splitter is app.core.chat_format's (the engine counts reasoning tokens with it too).
 
 
 def split_reasoning(text: str) -> tuple[str, str]:
-    """(reasoning, answer) of a finished reply.
+    """(reasoning, answer) of a finished reply, as stored or imported.
 
-    A reply that starts with ``<think>`` (DeepSeek-R1 distills, Qwen3, QwQ) has its block taken
-    out; one that only closes it (templates that put ``<think>`` in the prompt) has everything
-    before ``</think>`` taken as reasoning.  An unclosed block is all reasoning.  A ``<think>``
-    later in the answer is text the model wrote about the tag, and stays.
+    A reply whose template opened the block in the prompt (Qwen3, DeepSeek-R1 distills) holds only
+    the closing tag: everything before ``</think>`` is then reasoning.
     """
-    body = text.lstrip()
-    if body.startswith(THINK_OPEN):
-        rest = body[len(THINK_OPEN) :]
-        inner, closed, answer = rest.partition(THINK_CLOSE)
-        if not closed:
-            return inner.strip(), ""
-        return inner.strip(), answer.lstrip()
-    if THINK_CLOSE in text and THINK_OPEN not in text.split(THINK_CLOSE, 1)[0]:
-        inner, _, answer = text.partition(THINK_CLOSE)
-        return inner.strip(), answer.lstrip()
-    return "", text
-
-
-class ReasoningSplitter:
-    """Splits a streaming reply into reasoning and answer pieces as they arrive.
-
-    :meth:`feed` returns ``(is_reasoning, text)`` pieces; a tag split across pieces is held back
-    until it is complete.  A block opens only at the start of the reply (leading blank space
-    aside).  :func:`split_reasoning` of the whole text is the final word.
-    """
-
-    def __init__(self) -> None:
-        self._held = ""
-        self._started = False  # something other than blank space was seen
-        self._skip_blank = False  # blank space right after a tag is not shown
-        self.in_reasoning = False
-
-    def feed(self, piece: str) -> list[tuple[bool, str]]:
-        text = self._held + piece
-        self._held = ""
-        out: list[tuple[bool, str]] = []
-        if not self._started:
-            stripped = text.lstrip()
-            if not stripped or (THINK_OPEN.startswith(stripped) and stripped != THINK_OPEN):
-                self._held = text  # could still become "<think>"
-                return out
-            self._started = True
-            if stripped.startswith(THINK_OPEN):
-                self.in_reasoning = self._skip_blank = True
-                text = stripped[len(THINK_OPEN) :]
-        while text:
-            if self._skip_blank:
-                text = text.lstrip()
-                if not text:
-                    break
-                self._skip_blank = False
-            if not self.in_reasoning:
-                out.append((False, text))
-                break
-            at = text.find(THINK_CLOSE)
-            if at >= 0:
-                if text[:at]:
-                    out.append((True, text[:at]))
-                self.in_reasoning = False
-                self._skip_blank = True
-                text = text[at + len(THINK_CLOSE) :]
-                continue
-            keep = _partial_suffix(text, THINK_CLOSE)
-            if len(text) > keep:
-                out.append((True, text[: len(text) - keep]))
-            self._held = text[len(text) - keep :]
-            break
-        return out
-
-    def flush(self) -> list[tuple[bool, str]]:
-        """What is still held back at the end of the reply."""
-        held, self._held = self._held, ""
-        return [(self.in_reasoning, held)] if held else []
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """The length of the longest end of ``text`` that is a beginning of ``tag``."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
+    opened = THINK_CLOSE in text and THINK_OPEN not in text.split(THINK_CLOSE, 1)[0]
+    reasoning, answer = _split_reasoning(text, in_reasoning=opened)
+    return reasoning.strip(), answer if answer.strip() else ""
 
 
 def engine_messages(system_prompt: str, messages: list[Message]) -> list[dict[str, str]]:

@@ -83,13 +83,6 @@ class _Dropped:
     prompt_tokens: int
 
 
-@dataclass(frozen=True)
-class _ReasoningCount:
-    """Tokens in the finished reply's reasoning block (counted by the model's tokenizer)."""
-
-    tokens: int
-
-
 def reply_reserve(n_ctx: int, max_tokens: int) -> int:
     """Room kept for the reply when checking that a prompt fits: up to a quarter of the context."""
     return max(1, min(max_tokens, n_ctx // 4))
@@ -537,19 +530,10 @@ class ChatPage(QWidget):
             stream = engine.chat(
                 messages, max_tokens=max_tokens, sampling=sampling, ignore_eos=ignore_eos
             )
-            stats = None
             for item in stream:
                 if token.cancelled:  # a Stop that came before the request reached the child
                     engine.cancel()
-                if isinstance(item, GenerationStats):
-                    stats = item
                 yield item
-            if stats is not None:
-                reasoning = split_reasoning(stats.text)[0]
-                if reasoning:
-                    yield _ReasoningCount(
-                        len(engine.request(TokenizeRequest(reasoning, add_bos=False), timeout=60))
-                    )
 
         self._reply_conv = conv.id
         self._reply_parent = parent_id
@@ -731,8 +715,8 @@ class ChatPage(QWidget):
             self._show_live_speed()
         elif isinstance(item, GenerationStats):
             self._reply_stats = item
-        elif isinstance(item, _ReasoningCount):
-            self._reply_reasoning_tokens = item.tokens
+            # counted by the engine, token by token, inside the <think> block
+            self._reply_reasoning_tokens = getattr(item, "reasoning_tokens", 0) or None
         elif isinstance(item, _Overflow):
             self._show_overflow(item)
         elif isinstance(item, _Dropped):
@@ -802,8 +786,6 @@ class ChatPage(QWidget):
             raw = (f"<think>{widget.reasoning}</think>" if widget.reasoning else "") + widget.text
         reasoning, text = split_reasoning(raw)
         record = stats.to_json() if stats is not None else None
-        if record is not None and self._reply_reasoning_tokens is not None:
-            record["reasoning_tokens"] = self._reply_reasoning_tokens
         words = stats_words(record) if record is not None else ""
         if error is not None and (text or reasoning):
             words = "interrupted"

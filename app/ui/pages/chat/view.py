@@ -11,7 +11,7 @@ re-rendered whole.  Each assistant message has two text areas stacked with no ga
   break or space (:func:`app.ui.markdown.force_split`), so a render never grows with the reply.
 
 A reply's ``<think>`` part (reasoning models) streams into a collapsible plain-text block above the
-answer (:class:`app.core.chats.ReasoningSplitter` routes the pieces).  A message with alternatives
+answer (:class:`app.core.chat_format.ReasoningSplitter` routes the pieces).  A message with alternatives
 (regenerated replies, edited messages: siblings in the store's tree) shows ``< 2/3 >`` to switch.
 
 Tokens only append to a list; the throttled render does the work.  Other messages are never
@@ -41,7 +41,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.chats import ReasoningSplitter, split_reasoning
+from app.core.chat_format import ReasoningSplitter
+from app.core.chats import split_reasoning
 from app.ui.markdown import force_split, render, split_stable
 
 MIN_RENDER_INTERVAL_MS = 50
@@ -329,11 +330,8 @@ class MessageWidget(QFrame):
         self.reasoning_tokens = 0
 
     def append(self, piece: str) -> None:
-        for is_reasoning, text in self._splitter.feed(piece):
-            if is_reasoning:
-                self._think_pieces.append(text)
-            else:
-                self._pieces.append(text)
+        for part in self._splitter.feed(piece):
+            (self._think_pieces if part.kind == "reasoning" else self._pieces).append(part.text)
         if self._splitter.in_reasoning:
             self.reasoning_tokens += 1
 
@@ -375,8 +373,8 @@ class MessageWidget(QFrame):
         self, final_text: str | None = None, reasoning_tokens: int | None = None
     ) -> None:
         """Finish the reply; ``final_text`` is the whole raw reply (reasoning included)."""
-        for is_reasoning, text in self._splitter.flush():
-            (self._think_pieces if is_reasoning else self._pieces).append(text)
+        for part in self._splitter.finish():
+            (self._think_pieces if part.kind == "reasoning" else self._pieces).append(part.text)
         self.render_pending()
         self.streaming = False
         if final_text is not None:
