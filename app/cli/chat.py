@@ -8,7 +8,7 @@ import sys
 from app.cli.common import fail, print_json
 from app.cli.memory_flags import add_memory_flags, load_kwargs, plan_options
 from app.cli.worker import add_workers_flag, split_load_kwargs, split_plan
-from app.core.engine import Engine, EngineError, GenerationStats, Sampling
+from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats, Sampling
 from app.core.errors import QuantDeskError
 
 
@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--json", action="store_true", help="with --prompt: print a JSON object")
+    p.add_argument(
+        "--chat-format",
+        default="auto",
+        help="prompt format: auto (the file's template, else llama.cpp's built-in one for the "
+        "model's family, else completion), gguf, completion, or builtin:NAME (e.g. builtin:chatml)",
+    )
     add_workers_flag(p)
     add_memory_flags(p)
     p.set_defaults(func=run)
@@ -58,6 +64,12 @@ def _reply(engine: Engine, messages: list[dict[str, str]], args, echo: bool) -> 
     return stats
 
 
+def _json_error(message: str, exc: QuantDeskError) -> int:
+    """``--json`` prints a JSON object even when it failed: the error's message and kind."""
+    print_json({"text": None, "error": {"message": message, "kind": str(exc.kind)}})
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     messages: list[dict[str, str]] = []
     if args.system:
@@ -66,24 +78,27 @@ def run(args: argparse.Namespace) -> int:
         split = split_load_kwargs(split_plan(args, plan_options(args)))
     except QuantDeskError as exc:  # a worker that is not there, or a split that does not fit
         return fail(str(exc))
+    options = dict(
+        n_ctx=split.pop("n_ctx", args.ctx),
+        n_gpu_layers=split.pop("n_gpu_layers", args.gpu_layers),
+        n_threads=args.threads,
+        chat_format=None if args.chat_format == "auto" else args.chat_format,
+        **load_kwargs(plan_options(args)),
+        **split,
+    )
     with Engine() as engine:
         try:
-            engine.load(
-                args.model,
-                n_ctx=split.pop("n_ctx", args.ctx),
-                n_gpu_layers=split.pop("n_gpu_layers", args.gpu_layers),
-                n_threads=args.threads,
-                **load_kwargs(plan_options(args)),
-                **split,
-            )
+            engine.load(args.model, **options)
         except EngineError as exc:
+            if args.json and args.prompt is not None:
+                return _json_error(f"cannot load {args.model}: {exc}", exc)
             return fail(f"cannot load {args.model}: {exc}")
         if args.prompt is not None:
             messages.append({"role": "user", "content": args.prompt})
             try:
                 stats = _reply(engine, messages, args, echo=not args.json)
             except EngineError as exc:
-                return fail(str(exc))
+                return _json_error(str(exc), exc) if args.json else fail(str(exc))
             if args.json:
                 print_json(stats.to_json())
             else:
@@ -104,6 +119,18 @@ def run(args: argparse.Namespace) -> int:
                 engine.cancel()
                 print("\n[stopped]", file=sys.stderr)
                 messages.pop()
+                continue
+            except EngineCrashed as exc:
+                messages.pop()
+                # The model went with the process: load it again so the chat carries on (the
+                # message that was being answered is not resent: it may be what crashed it).
+                print(f"\n[error] {exc}", file=sys.stderr)
+                print("[the engine crashed; reloading the model ...]", file=sys.stderr)
+                try:
+                    engine.load(args.model, **options)
+                except EngineError as again:
+                    return fail(f"cannot reload {args.model}: {again}")
+                print("[model reloaded; send your message again]", file=sys.stderr)
                 continue
             except EngineError as exc:
                 print(f"\n[error] {exc}", file=sys.stderr)
