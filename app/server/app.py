@@ -47,6 +47,14 @@ class _Ready:
     prompt_tokens: int
 
 
+def _authorized(request: Request, api_key: str) -> bool:
+    """``Authorization: Bearer KEY`` with the right key (compared in constant time)."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        key.strip().encode(), api_key.encode()
+    )
+
+
 def _error(exc: BaseException) -> JSONResponse:
     err = from_exception(exc)
     return JSONResponse(err.body(), status_code=err.status)
@@ -160,19 +168,15 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
 
     @api.middleware("http")
     async def _auth(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        if opts.api_key and request.url.path.startswith("/v1") and request.method != "OPTIONS":
-            given = request.headers.get("authorization", "")
-            scheme, _, key = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                key.strip().encode(), opts.api_key.encode()
-            ):
-                err = ApiError(
-                    "Incorrect or missing API key: send 'Authorization: Bearer KEY'.",
-                    401,
-                    code="invalid_api_key",
-                    kind=ErrorKind.AUTH,
-                )
-                return JSONResponse(err.body(), status_code=401)
+        guarded = request.url.path.startswith("/v1") and request.method != "OPTIONS"
+        if opts.api_key and guarded and not _authorized(request, opts.api_key):
+            err = ApiError(
+                "Incorrect or missing API key: send 'Authorization: Bearer KEY'.",
+                401,
+                code="invalid_api_key",
+                kind=ErrorKind.AUTH,
+            )
+            return JSONResponse(err.body(), status_code=401)
         response: Response = await call_next(request)
         return response
 
@@ -181,7 +185,9 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
         return _error(exc)
 
     @api.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
+        if opts.api_key and not _authorized(request, opts.api_key):
+            return {"status": "ok"}  # without the key: alive, and nothing about the models
         loaded = pool.loaded()
         return {
             "status": "ok",
