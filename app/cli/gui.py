@@ -70,6 +70,8 @@ def take_screenshots(
 ) -> list[Path]:
     """Visit every page and save ``NN-title.png``; returns the paths written."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
     from app.ui.app import make_application
     from app.ui.main_window import PAGES, MainWindow
 
@@ -89,6 +91,16 @@ def take_screenshots(
             elif setup is not None:
                 setup()
             wait_until_idle(window, timeout_s)
+            # A wider page before this one may have grown the window: each page gets the size
+            # asked for, unless its own minimum does not allow it (then say so).
+            window.resize(*size)
+            QApplication.processEvents()
+            if (window.width(), window.height()) != size:
+                print(
+                    f"{title}: the window cannot be {size[0]}x{size[1]}; this page needs at least "
+                    f"{window.width()}x{window.height()}",
+                    file=sys.stderr,
+                )
             path = folder / f"{number:02d}-{_slug(title)}.png"
             if not window.grab().save(str(path)):
                 raise OSError(f"could not write {path}")

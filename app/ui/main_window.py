@@ -12,7 +12,7 @@ import contextlib
 import importlib
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtCore import QByteArray, QSize, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -44,6 +44,22 @@ PAGES: list[tuple[str, str]] = [
 ]
 
 
+class _PageStack(QStackedWidget):
+    """Pages on top of each other, as small as the page on show allows.
+
+    A plain QStackedWidget is as wide as its widest page's minimum, so one wide page would keep
+    every page (and the window) from going down to 900 px.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.currentChanged.connect(lambda _i: self.updateGeometry())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        page = self.currentWidget()
+        return page.minimumSizeHint() if page is not None else super().minimumSizeHint()
+
+
 class MainWindow(QMainWindow):
     """QuantDesk's main window."""
 
@@ -61,7 +77,7 @@ class MainWindow(QMainWindow):
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")
         self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.stack = QStackedWidget()
+        self.stack = _PageStack()
         self.pages: dict[str, QWidget] = {}
         for title, _ in PAGES:
             self.sidebar.addItem(title)
