@@ -40,6 +40,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "min_p": (0.0, 1.0),
     "repeat_penalty": (0.0, 10.0),
     "seed": (-1, 2**31 - 1),
+    "server_port": (1, 65535),
+    "server_idle_ttl_s": (0, 7 * 86400),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"theme": THEMES, "sampling_preset": PRESETS + ("custom",)}
 
@@ -63,6 +65,9 @@ class Settings:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     seed: int = -1  # -1: a new random seed per reply
+    workers: str = ""  # RPC workers, "host:port,host:port" (app.core.rpc), in the order layers go
+    server_port: int = 8080  # the local server (Server page, `quantdesk serve`)
+    server_idle_ttl_s: int = 600  # unload a model the server has not used for this long; 0: never
     problems: list[str] = field(default_factory=list, compare=False, repr=False)
     _extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -96,6 +101,13 @@ class Settings:
             return value
         if not isinstance(value, str):
             raise ValueError(f"{name} must be text, not {value!r}")
+        if name == "workers":
+            from app.core.rpc import WorkerError, parse_workers
+
+            try:
+                return ",".join(parse_workers(value))
+            except WorkerError as exc:
+                raise ValueError(str(exc)) from None
         choices = _CHOICES.get(name)
         if choices and value not in choices:
             raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")

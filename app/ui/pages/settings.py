@@ -93,6 +93,30 @@ class SettingsPage(QWidget):
         hub.add(hub_form)
         chat = Card("New conversations start with")
         chat.add(self.sampling)
+        workers = Card("Workers (one model over several computers)")
+        self.workers = QLineEdit()
+        self.workers.setPlaceholderText(
+            "127.0.0.1:50052, 127.0.0.1:50053 (quantdesk worker on each)"
+        )
+        self.check_workers = QPushButton("Check")
+        self.check_workers.clicked.connect(self.probe_workers)
+        workers_row = QHBoxLayout()
+        workers_row.addWidget(self.workers, 1)
+        workers_row.addWidget(self.check_workers)
+        self.workers_status = PlainLabel("", name="muted")
+        self.workers_status.setWordWrap(True)
+        workers_form = QFormLayout()
+        workers_form.addRow("Addresses", workers_row)
+        workers_form.addRow("", self.workers_status)
+        workers.add(workers_form)
+        workers.add(
+            PlainLabel(
+                "Start `quantdesk worker` on the other computer and reach it through an SSH tunnel "
+                "(ssh -N -L 50052:127.0.0.1:50052 that-computer): llama.cpp's RPC has no "
+                "authentication, so never expose a worker to a network you do not trust.",
+                name="muted",
+            )
+        )
 
         header = PageHeader("Settings", "Changes are saved and applied as you make them.")
         header.add_action(self.reset_button)
@@ -104,6 +128,7 @@ class SettingsPage(QWidget):
         column.addWidget(general)
         column.addWidget(hub)
         column.addWidget(chat)
+        column.addWidget(workers)
         column.addStretch(1)
         inner = QWidget()
         inner.setLayout(column)
@@ -132,6 +157,7 @@ class SettingsPage(QWidget):
             lambda _i: self.change("theme", self.theme.currentData())
         )
         self.sampling.changed.connect(self._on_sampling_changed)
+        self.workers.editingFinished.connect(self._on_workers_edited)
 
     # ---- showing ------------------------------------------------------------------------
     def show_settings(self) -> None:
@@ -147,6 +173,7 @@ class SettingsPage(QWidget):
             self.offline.setChecked(s.offline)
             self.theme.setCurrentIndex(max(0, self.theme.findData(s.theme)))
             self.sampling.load_defaults(s)
+            self.workers.setText(s.workers.replace(",", ", "))
         finally:
             self._loading = False
 
@@ -179,6 +206,47 @@ class SettingsPage(QWidget):
             self.message.setText(f"Not saved: {exc}")
             return
         self._save("Saved the defaults for new conversations.")
+
+    def _on_workers_edited(self) -> None:
+        if self.change("workers", self.workers.text().strip()) and self.settings.workers:
+            self.probe_workers()
+
+    def probe_workers(self) -> None:
+        """Check each listed worker off the GUI thread: device, free/total memory, latency."""
+        from app.core.rpc import parse_workers, probe_all
+
+        addrs = parse_workers(self.settings.workers)
+        if not addrs:
+            self.workers_status.setText("No workers listed.")
+            return
+        self.workers_status.setText(f"Checking {len(addrs)} worker(s)…")
+        self.check_workers.setEnabled(False)
+        self.context.runner.run(
+            lambda _token: probe_all(addrs),
+            "probe-workers",
+            on_item=self._show_workers,
+            on_failed=self._workers_failed,
+        )
+
+    def _show_workers(self, infos: Any) -> None:
+        from app.core.units import human_bytes
+
+        self.check_workers.setEnabled(True)
+        lines = []
+        for i in infos:
+            if i.ok:
+                devs = ", ".join(d.name for d in i.devices)
+                lines.append(
+                    f"✓ {i.address}: {devs}, {human_bytes(i.free_bytes)} free of "
+                    f"{human_bytes(i.total_bytes)}, {i.latency_ms:.1f} ms round trip"
+                )
+            else:
+                lines.append(f"✗ {i.address}: {i.error}")
+        self.workers_status.setText("\n".join(lines))
+
+    def _workers_failed(self, message: str, _exc: object) -> None:
+        self.check_workers.setEnabled(True)
+        self.workers_status.setText(f"Could not check the workers: {message}")
 
     def reset(self) -> None:
         """Every setting back to its default (the Hub token too)."""
