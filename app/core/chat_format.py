@@ -118,8 +118,8 @@ def choose_format(
         return forced
     if has_template:
         return GGUF
-    name = builtin_for(metadata)
-    return BUILTIN_PREFIX + name if name in builtins else COMPLETION
+    family = builtin_for(metadata)
+    return BUILTIN_PREFIX + family if family is not None and family in builtins else COMPLETION
 
 
 def completion_prompt(messages: list[dict[str, str]]) -> str:

@@ -281,7 +281,7 @@ def _builtin_names(lc: Any) -> set[str]:
 
     arr = (ctypes.c_char_p * 256)()
     n = lc.llama_chat_builtin_templates(arr, 256)
-    return {arr[i].decode() for i in range(max(0, min(n, 256)))}
+    return {(arr[i] or b"").decode() for i in range(max(0, min(n, 256)))}
 
 
 def _set_format(state: State, llm: Any, forced: str | None, template: str | None) -> None:
@@ -575,7 +575,7 @@ def _split_stop(pending: str, stops: list[str]) -> tuple[str, str, bool]:
 def _crash(state: State, req: DebugCrashRequest) -> None:
     import ctypes
 
-    lib_dir = os.path.join(os.path.dirname(state.llama_cpp.__file__), "lib")
+    lib_dir = os.path.join(os.path.dirname(str(state.llama_cpp.__file__)), "lib")
     names = [n for n in os.listdir(lib_dir) if n.startswith(("libggml-base", "ggml-base"))]
     lib = ctypes.CDLL(os.path.join(lib_dir, names[0]))
     if req.how == "abort":

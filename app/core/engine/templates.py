@@ -35,7 +35,7 @@ def _env() -> Any:
     from jinja2.exceptions import SecurityError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    class LimitedSandbox(ImmutableSandboxedEnvironment):  # type: ignore[misc]
+    class LimitedSandbox(ImmutableSandboxedEnvironment):
         """The sandbox, plus a size check on ``*`` and ``**`` before they allocate."""
 
         intercepted_binops = frozenset({"*", "**"})
