@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_HOST,
         help=f"address to listen on (default {DEFAULT_HOST}; any other needs --api-key)",
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--port", type=int, default=None, help=f"port (default: the setting, {DEFAULT_PORT})"
+    )
     p.add_argument("--api-key", default="", help="clients must send 'Authorization: Bearer KEY'")
     p.add_argument(
         "--models",
@@ -42,9 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ttl",
         type=float,
-        default=DEFAULT_TTL_S,
+        default=None,
         metavar="SECONDS",
-        help=f"unload a model idle this long (default {DEFAULT_TTL_S:.0f}; 0: never)",
+        help=f"unload a model idle this long (default: the setting, {DEFAULT_TTL_S:.0f}; 0: never)",
     )
     p.add_argument(
         "--ctx", type=int, default=4096, help="context to plan each model for (default 4096)"
@@ -73,14 +75,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.core.library import Library
     from app.core.planning import default_planner
+    from app.core.settings import Settings
     from app.server.runner import LocalServer
 
+    settings = Settings.load()
     options = ServerOptions(
         host=args.host,
-        port=args.port,
+        port=settings.server_port if args.port is None else args.port,
         api_key=args.api_key,
         models=list(args.models),
-        idle_ttl_s=args.ttl,
+        idle_ttl_s=float(settings.server_idle_ttl_s if args.ttl is None else args.ttl),
         cors_origins=list(args.cors),
         max_tokens_limit=args.max_tokens,
         n_ctx=args.ctx,

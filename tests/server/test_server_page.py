@@ -36,6 +36,9 @@ def test_page_starts_serves_and_stops(qtbot, planner, library, tiny_files):
     assert page.address.text() == server.base_url
     assert "on" in _sidebar_text(window)
     assert not page.host_edit.isEnabled()  # the address cannot change under a running server
+    from app.core.settings import Settings
+
+    assert Settings.load().server_idle_ttl_s == 0  # the TTL that was used is kept for next time
 
     with OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=60) as c:
         out = c.completions.create(

@@ -85,6 +85,9 @@ class ServerPage(QWidget):
         log = Card("Requests")
         log.add(self.log_table)
         outer.addWidget(log, 1)
+        s = context.settings
+        self.port_spin.setValue(s.server_port)
+        self.ttl_spin.setValue(s.server_idle_ttl_s)
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(self._refresh_models)
@@ -188,6 +191,7 @@ class ServerPage(QWidget):
 
     def _on_started(self, server: Any) -> None:
         self.server = server
+        self._remember(server.options)
         server.pool.listeners.append(self.relay.report.emit)
         self._set_busy(False, f"Running on port {server.port}")
         self.start_button.setText("Stop")
@@ -196,6 +200,17 @@ class ServerPage(QWidget):
             w.setEnabled(False)
         self.timer.start()
         self.context.events.badge_changed.emit(TITLE, -1)
+
+    def _remember(self, options: ServerOptions) -> None:
+        """Keep the port and TTL that worked for next time (the key is never stored)."""
+        s = self.context.settings
+        try:
+            if self.port_spin.value() == options.port:  # not an OS-chosen test port
+                s.set("server_port", options.port)
+            s.set("server_idle_ttl_s", int(options.idle_ttl_s))
+            s.save()
+        except (ValueError, OSError):
+            pass  # a setting not kept is not worth an error next to a running server
 
     def _on_start_failed(self, message: str, exc: object) -> None:
         self._set_busy(False, "Stopped")
