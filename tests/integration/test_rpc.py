@@ -76,6 +76,11 @@ def test_split_over_two_workers_matches_local(planner, two_workers, tmp_path):
         for share in plan.split.shares[1:]:
             got = info.buffers[f"RPC0[{share.address}] model"]
             assert abs(got - share.weights_bytes) <= 0.02 * share.weights_bytes + 20_000, share
+        kv_worker = plan.split.shares[1]  # layer 1's KV cache lives with layer 1, on worker 1
+        assert info.buffers[f"RPC0[{kv_worker.address}] KV"] == kv_worker.kv_bytes
+        assert (
+            f"RPC0[{plan.split.shares[2].address}] KV" not in info.buffers
+        )  # the output layer: none
         here = plan.split.shares[0].weights_bytes  # the log prints MiB with two decimals
         assert abs(info.buffers["CPU_Mapped model"] - here) <= 0.02 * here + 20_000
         split_reply = e.complete(req)
@@ -165,3 +170,33 @@ def test_plan_cli_splits_over_workers_and_names_a_dead_one(planner, two_workers)
     dead = f"127.0.0.1:{rpc.free_port()}"
     out = subprocess.run([*cmd, "--workers", dead], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and f"worker {dead}" in out.stderr and "refused" in out.stderr
+
+
+def test_split_planner_orders_devices_as_llama_cpp_does(planner):
+    """GPU from the end (output layer), RAM from the start, workers in between; shares add up."""
+    path = modelfactory.model_path("Q8_0")
+    spec = planner.spec(path)
+    dry = planner.dry_fn(path, spec, PlanOptions())(N_CTX, 0)
+    per, out, embd = split.layer_weights(spec)
+    off = int(dry.cpu_compute_bytes * split.WORKER_COMPUTE_FACTOR)
+    fixed = embd + dry.cpu_compute_bytes + dry.output_bytes + dry.base_rss_bytes
+    kv_layer = dry.kv_bytes // spec.n_layer
+    devices = [
+        split.SplitDevice("gpu", "gpu", off + out + 1000),  # the output layer only
+        split.SplitDevice("ram", "ram", fixed + per[0] + kv_layer + 1000),  # layer 0 only
+        split.SplitDevice("w", "worker", off + split.WORKER_MARGIN + 10 * max(per), "127.0.0.1:1"),
+    ]
+    sp = split.plan_split(spec, dry, N_CTX, devices)
+    assert sp.fits and [s.n_layers for s in sp.shares] == [1, 1, 1]
+    assert [s.kind for s in sp.shares] == ["ram", "worker", "gpu"]
+    assert (
+        sp.n_gpu_layers == 2
+        and sp.tensor_split == (1.0, 1.0)
+        and sp.rpc_servers == ("127.0.0.1:1",)
+    )
+    assert sum(s.weights_bytes for s in sp.shares) == sum(t.nbytes for t in spec.tensors)
+    assert all(s.total_bytes <= s.budget_bytes for s in sp.shares)
+    # A worker too small for anything: the plan says how much is missing, and loads nothing there.
+    small = [devices[1], split.SplitDevice("w", "worker", off, "127.0.0.1:1")]
+    sp = split.plan_split(spec, dry, N_CTX, small)
+    assert not sp.fits and "2 of 3 layers have no place" in sp.reason
