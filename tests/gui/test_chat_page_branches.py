@@ -189,6 +189,24 @@ def test_reasoning_streams_into_a_folding_block_and_stays_out_of_the_answer(qtbo
     view.grab().save(str(tmp_path / "think.png"))
 
 
+def test_a_reply_that_only_closes_the_block_moves_its_start_into_it(qtbot):
+    # Qwen3 / DeepSeek-R1 templates end the prompt with <think>: the reply only closes it.
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.show()
+    widget = view.begin_stream()
+    for piece in ["Let me ", "see: 6 times 7.", "\n</th", "ink>\n\n", "It is ", "42."]:
+        view.append_token(piece)
+    assert widget.text == "It is 42."  # (asking does not take pieces away from the render)
+    qtbot.waitUntil(lambda: "42" in widget.tail.toPlainText(), timeout=3000)
+    assert widget.reasoning == "Let me see: 6 times 7.\n"
+    assert widget.reasoning_body.toPlainText() == "Let me see: 6 times 7.\n"
+    assert widget.think_button.isVisibleTo(view)
+    view.end_stream("Let me see: 6 times 7.\n</think>\n\nIt is 42.", "6 tokens", 3)
+    assert widget.text == "It is 42." and widget.reasoning == "Let me see: 6 times 7."
+    assert "Let me" not in widget.stable.toPlainText() + widget.tail.toPlainText()
+
+
 def test_reasoning_is_stored_apart_shown_folded_and_counted(make_window, qtbot):
     store = ChatStore()
     conv = store.create(title="Thinker")

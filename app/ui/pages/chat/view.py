@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.chat_format import CLOSE as THINK_CLOSE
 from app.core.chat_format import ReasoningSplitter
 from app.core.chats import split_reasoning
 from app.ui.markdown import force_split, render, split_stable
@@ -48,6 +49,7 @@ from app.ui.markdown import force_split, render, split_stable
 MIN_RENDER_INTERVAL_MS = 50
 MAX_RENDER_INTERVAL_MS = 250
 SHOWN_AT_ONCE = 40  # messages built when a conversation opens (more on request)
+RETHINK_LIMIT = 64_000  # characters of a reply kept to re-read it when a lone </think> comes
 TAIL_LIMIT = 600  # characters of an unfinished block re-rendered at most (see force_split)
 _ROLE_NAMES = {"user": "You", "assistant": "Assistant", "error": "Error", "system": "System"}
 
@@ -268,10 +270,8 @@ class MessageWidget(QFrame):
     # ---- reasoning ----------------------------------------------------------------------
     @property
     def reasoning(self) -> str:
-        if self._think_pieces:
-            self._reasoning += "".join(self._think_pieces)
-            self._think_pieces.clear()
-        return self._reasoning
+        # Not consumed here: pieces still waiting must reach the next render.
+        return self._reasoning + "".join(self._think_pieces)
 
     def set_reasoning(self, text: str) -> None:
         """Show a finished reply's reasoning, folded (the button opens it)."""
@@ -293,11 +293,12 @@ class MessageWidget(QFrame):
     # ---- content ------------------------------------------------------------------------
     @property
     def text(self) -> str:
-        """The whole message text (joined once when asked for, never per token)."""
-        if self._pieces:
-            self._text += "".join(self._pieces)
-            self._pieces.clear()
-        return self._text
+        """The whole message text (joined when asked for, never per token).
+
+        Pieces still waiting for a render are not consumed: reading the text mid-stream once took
+        them away from the render, and they never appeared.
+        """
+        return self._text + "".join(self._pieces)
 
     def set_text(self, text: str) -> None:
         """Show finished text: markdown for the assistant, plain text for the others."""
@@ -318,18 +319,41 @@ class MessageWidget(QFrame):
         QGuiApplication.clipboard().setText(self.text)
 
     # ---- streaming ----------------------------------------------------------------------
-    def begin_stream(self) -> None:
+    def begin_stream(self, in_reasoning: bool = False) -> None:
         self.streaming = True
         self._pieces.clear()
         self._think_pieces.clear()
-        self._splitter = ReasoningSplitter()
+        self._splitter = ReasoningSplitter(in_reasoning)
         self._text = self._tail = self._reasoning = ""
         self.stable.clear_text()
         self.tail.clear_text()
         self.reasoning_body.clear_text()
+        self.think_button.hide()
+        self.reasoning_body.hide()
         self.reasoning_tokens = 0
+        self._raw: list[str] | None = []  # the reply so far, until it is known to think or not
+        self._raw_chars = 0
+        self._raw_tokens = 0
 
     def append(self, piece: str) -> None:
+        raw = self._raw
+        if raw is not None:
+            raw.append(piece)
+            self._raw_chars += len(piece)
+            self._raw_tokens += 1
+            if self._splitter.seen_reasoning or self._raw_chars > RETHINK_LIMIT:
+                self._raw = None
+            elif THINK_CLOSE in "".join(raw[-8:]):
+                # A template that opens <think> in the prompt: the reply only closes it, so all
+                # shown so far was thinking.  Start the bubble again, inside the block.
+                text, tokens = "".join(raw), self._raw_tokens
+                self.begin_stream(in_reasoning=True)
+                self._raw = None
+                for part in self._splitter.feed(text):
+                    target = self._think_pieces if part.kind == "reasoning" else self._pieces
+                    target.append(part.text)
+                self.reasoning_tokens = tokens
+                return
         for part in self._splitter.feed(piece):
             (self._think_pieces if part.kind == "reasoning" else self._pieces).append(part.text)
         if self._splitter.in_reasoning:
