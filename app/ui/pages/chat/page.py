@@ -151,6 +151,7 @@ class ChatPage(QWidget):
         self._context_base = 0
         self._closed = False
         self.ignore_eos = False  # tests and benchmarks: replies always run to max_tokens
+        self.check_fit = True  # count the prompt before sending (benchmarks without an engine: off)
         self._build()
         self.refresh_prompt_presets()
         self.options.load_defaults(self.settings)
@@ -506,7 +507,7 @@ class ChatPage(QWidget):
         )
         sampling = self.options.sampling()
         max_tokens = self.options.max_tokens.value()
-        engine, ignore_eos = self.engine, self.ignore_eos
+        engine, ignore_eos, check_fit = self.engine, self.ignore_eos, self.check_fit
         n_ctx = self.loaded.n_ctx
         reserve = reply_reserve(n_ctx, max_tokens)
         if drop is None:
@@ -514,8 +515,13 @@ class ChatPage(QWidget):
 
         def work(token: CancelToken) -> Iterator[Any]:
             nonlocal messages
-            counts = count_prompt(engine, messages)
-            if sum(counts) + reserve > n_ctx:
+            try:
+                counts = count_prompt(engine, messages) if check_fit else []
+            except EngineCrashed:
+                raise
+            except EngineError:  # no count: the engine's own check still says so exactly
+                counts = []
+            if counts and sum(counts) + reserve > n_ctx:
                 if not drop or len(messages) < 2:
                     yield _Overflow(sum(counts), n_ctx, reserve)
                     return
