@@ -59,4 +59,6 @@ class TwoLineDelegate(QStyledItemDelegate):
         self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
     ) -> QSize:
         line = QFontMetrics(option.font).height()
-        return QSize(200, line * 2 + 2 + self.PAD * 2)
+        # Narrow on purpose: wider than the list it would add a horizontal scroll bar and cut
+        # the titles instead of eliding them.
+        return QSize(80, line * 2 + 2 + self.PAD * 2)

@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPaintEvent, QPalette, QPen
+from PySide6.QtGui import (
+    QColor,
+    QFontMetrics,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+    QPen,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app.ui.widgets.cards import plain_tooltip
@@ -46,6 +54,7 @@ class MemoryBar(QWidget):
         self.segments = [s for s in segments if s.nbytes > 0]
         self.budget = max(0, int(budget))
         self.setToolTip(plain_tooltip(self.summary()))
+        self.setFixedHeight(self._height_for(max(1, self.width() - 2)))
         self.update()
 
     @property
@@ -64,8 +73,30 @@ class MemoryBar(QWidget):
     def _line(self) -> int:
         return QFontMetrics(self.font()).height()
 
+    def _legend_rows(self, width: int) -> list[list[tuple[Segment, str]]]:
+        """The legend's entries, wrapped onto as many lines as ``width`` needs (none is cut)."""
+        metrics = QFontMetrics(self.font())
+        rows: list[list[tuple[Segment, str]]] = [[]]
+        x = 0
+        for seg in self.segments:
+            label = f"{seg.label} {human_bytes(seg.nbytes)}"
+            w = 14 + metrics.horizontalAdvance(label) + 14
+            if rows[-1] and x + w - 14 > width:
+                rows.append([])
+                x = 0
+            rows[-1].append((seg, label))
+            x += w
+        return rows
+
+    def _height_for(self, width: int) -> int:
+        return self._line() * (1 + len(self._legend_rows(width))) + self.BAR_HEIGHT + 14
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self.setFixedHeight(self._height_for(max(1, self.width() - 2)))
+
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        return QSize(360, self._line() * 2 + self.BAR_HEIGHT + 14)
+        return QSize(360, self._height_for(max(1, self.width() - 2)))
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         return QSize(160, self.sizeHint().height())
@@ -113,17 +144,16 @@ class MemoryBar(QWidget):
             painter.setPen(QPen(QColor(ERROR) if over else text_pen, 2))
             painter.drawLine(int(bx), int(top - 3), int(bx), int(top + self.BAR_HEIGHT + 3))
 
-        # Legend
+        # Legend, wrapped: every part and its size shows, so they add up to the title's figure.
         y = top + self.BAR_HEIGHT + 6
-        x = 1.0
         metrics = QFontMetrics(self.font())
-        for seg in self.segments:
-            label = f"{seg.label} {human_bytes(seg.nbytes)}"
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(color(seg.kind))
-            painter.drawRoundedRect(QRectF(x, y + line / 2 - 5, 10, 10), 2, 2)
-            painter.setPen(muted)
-            painter.drawText(QRectF(x + 14, y, width, line), Qt.AlignmentFlag.AlignLeft, label)
-            x += 14 + metrics.horizontalAdvance(label) + 14
-            if x > width:
-                break
+        for row in self._legend_rows(width):
+            x = 1.0
+            for seg, label in row:
+                painter.setPen(Qt.PenStyle.NoPen)
+                painter.setBrush(color(seg.kind))
+                painter.drawRoundedRect(QRectF(x, y + line / 2 - 5, 10, 10), 2, 2)
+                painter.setPen(muted)
+                painter.drawText(QRectF(x + 14, y, width, line), Qt.AlignmentFlag.AlignLeft, label)
+                x += 14 + metrics.horizontalAdvance(label) + 14
+            y += line

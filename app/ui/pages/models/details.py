@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QToolButton, QVBoxLayout, QWidget
 
 from app.core.fit import Budget, MemoryPlan
 from app.core.hub import Variant
@@ -25,13 +25,25 @@ from app.ui.widgets.format import human_bytes, human_count
 from app.ui.widgets.memory_bar import MemoryBar, Segment
 
 
+def weights_extra(plan: MemoryPlan) -> int:
+    """Resident bytes llama.cpp holds for the CPU's weights beyond the file's tensors: repacked
+    copies and whole pieces of the file the page cache keeps around the bytes it reads."""
+    return max(0, plan.repacked_bytes + plan.mapped_resident_bytes - plan.weights_cpu_bytes)
+
+
 def ram_segments(plan: MemoryPlan, budget: Budget) -> list[Segment]:
-    """What must stay resident in system RAM (plus GPU memory on unified-memory machines)."""
+    """What must stay resident in system RAM (plus GPU memory on unified-memory machines).
+
+    "Weights" is at most the file's tensors (never more than the file); what llama.cpp keeps
+    beyond them counts as runtime, so the parts still add up to the plan's total.
+    """
+    resident = plan.repacked_bytes + plan.mapped_resident_bytes
+    extra = weights_extra(plan)
     segments = [
-        Segment("Weights", plan.repacked_bytes + plan.mapped_resident_bytes, "weights"),
+        Segment("Weights", resident - extra, "weights"),
         Segment("KV cache", plan.kv_cpu_bytes, "kv"),
         Segment("Compute", plan.compute_cpu_bytes + plan.output_bytes, "compute"),
-        Segment("Runtime", plan.overhead_bytes, "other"),
+        Segment("Runtime", plan.overhead_bytes + extra, "other"),
     ]
     if budget.unified and plan.vram_bytes:
         segments.insert(1, Segment("GPU part", plan.vram_bytes, "output"))
@@ -46,6 +58,22 @@ def vram_segments(plan: MemoryPlan, budget: Budget) -> list[Segment]:
         Segment("Compute", plan.compute_gpu_bytes, "compute"),
         Segment("Margin", budget.vram_margin, "margin"),
     ]
+
+
+def plain_notes(plan: MemoryPlan, budget: Budget) -> list[str]:
+    """The plan in plain words; the planner's technical notes go behind "Show details"."""
+    lines = [
+        f"Weights are the model file's numbers; the KV cache holds the conversation so far; "
+        f"compute is llama.cpp's working memory; runtime is the engine itself. QuantDesk also "
+        f"keeps {human_bytes(budget.ram_margin)} free as a safety margin."
+    ]
+    extra = weights_extra(plan)
+    if extra:
+        lines.append(
+            f"Runtime includes {human_bytes(extra)} that llama.cpp keeps besides the file's "
+            "weights (a rearranged copy for faster CPU maths and file pages held in memory)."
+        )
+    return lines
 
 
 def max_context_words(fit: PlannedVariant) -> str:
@@ -74,6 +102,7 @@ class VariantDetails(Card):
         self._retry: Callable[[], None] | None = None
         head = QHBoxLayout()
         self.heading = PlainLabel("", name="cardTitle")
+        self.heading.setWordWrap(True)
         self.badge = FitBadge()
         head.addWidget(self.heading)
         head.addWidget(self.badge)
@@ -86,7 +115,7 @@ class VariantDetails(Card):
         head.addWidget(self.retry_button)
         head.addWidget(self.download_button)
         self.add(head)
-        self.file_label = muted(wrap=False)
+        self.file_label = muted(wrap=True)
         self.add(self.file_label)
         self.reason = muted()
         self.add(self.reason)
@@ -99,8 +128,17 @@ class VariantDetails(Card):
         self.bars.addWidget(self.vram_bar)
         self.add(bars)
         self.max_ctx = PlainLabel("")
+        self.max_ctx.setWordWrap(True)
         self.add(self.max_ctx)
-        self.notes = muted()
+        self.plain = muted()
+        self.add(self.plain)
+        self.details_toggle = QToolButton()
+        self.details_toggle.setText("Show details")
+        self.details_toggle.setCheckable(True)
+        self.details_toggle.toggled.connect(self._on_details_toggled)
+        self.add(self.details_toggle)
+        self.notes = muted()  # the planner's technical notes, behind the toggle
+        self.notes.setVisible(False)
         self.advice = muted()
         self.add(self.notes)
         self.add(self.advice)
@@ -115,6 +153,8 @@ class VariantDetails(Card):
         self.ram_bar.hide()
         self.vram_bar.hide()
         self.max_ctx.setText("")
+        self.plain.setText("")
+        self.details_toggle.hide()
         self.notes.setText("")
         self.advice.setText("")
         self.download_button.hide()
@@ -185,7 +225,15 @@ class VariantDetails(Card):
                 f"{human_count(fit.n_ctx_train)} this model was trained for: replies degrade "
                 "past that point.",
             )
+        warnings = [n for n in notes if n.startswith("⚠")]  # plain words already: shown
+        notes = [n for n in notes if n not in warnings]
         self.notes.setText("\n".join(notes))
+        self.plain.setText("\n".join(warnings + plain_notes(plan, budget)))
+        self.details_toggle.setVisible(bool(notes))
+
+    def _on_details_toggled(self, on: bool) -> None:
+        self.details_toggle.setText("Hide details" if on else "Show details")
+        self.notes.setVisible(on)
 
     def _on_download(self) -> None:
         if self.variant is not None:

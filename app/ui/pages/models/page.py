@@ -21,10 +21,12 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSlider,
     QSplitter,
     QStackedWidget,
     QTableView,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -103,10 +105,12 @@ class ModelsPage(QWidget):
             )
         )
         splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(self._build_left())
+        self.left_panel = self._build_left()
+        splitter.addWidget(self.left_panel)
         splitter.addWidget(self._build_right())
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([300, 900])
+        self.splitter = splitter
         outer.addWidget(splitter, 1)
 
     def _build_left(self) -> QWidget:
@@ -123,6 +127,7 @@ class ModelsPage(QWidget):
         self.repo_list = QListWidget()
         self.repo_list.setItemDelegate(TwoLineDelegate(self.repo_list))
         self.repo_list.setUniformItemSizes(True)
+        self.repo_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.repo_list.currentItemChanged.connect(self._on_repo_selected)
         column.addWidget(self.repo_list, 1)
         self.catalog_button = QPushButton("Show curated models")
@@ -142,6 +147,12 @@ class ModelsPage(QWidget):
         self.repo_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.repo_subtitle = muted()
         title_row = QHBoxLayout()
+        self.list_toggle = QToolButton()
+        self.list_toggle.setText("◀")
+        self.list_toggle.setToolTip("Hide the list of models (more room for the variants)")
+        self.list_toggle.setCheckable(True)
+        self.list_toggle.toggled.connect(self._on_list_toggled)
+        title_row.addWidget(self.list_toggle)
         title_row.addWidget(self.repo_title, 1)
         self.compare_button = QPushButton("Compare downloaded variants")
         self.compare_button.setToolTip(
@@ -167,7 +178,7 @@ class ModelsPage(QWidget):
         self.ctx_label.setMinimumWidth(90)
         ctx_row.addWidget(self.ctx_label)
         ctx_row.addStretch(1)
-        self.plan_status = muted("", wrap=False)
+        self.plan_status = muted("", wrap=True)
         ctx_row.addWidget(self.plan_status)
         column.addLayout(ctx_row)
         self._update_ctx_label()
@@ -185,7 +196,7 @@ class ModelsPage(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(34)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(COL_FIT, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COL_QUANT, QHeaderView.ResizeMode.Stretch)
         # The file name is long and the same for every row but the quant: it lives in the
         # tooltip and the details panel instead of an elided column.
         self.table.setColumnHidden(COL_FILE, True)
@@ -194,12 +205,24 @@ class ModelsPage(QWidget):
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.setWordWrap(False)
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._show_details())
-        column.addWidget(self.table, 1)
-
         self.details = VariantDetails()
         self.details.download_requested.connect(self.request_download)
         self.details.show_local_requested.connect(self._on_row_button)
-        column.addWidget(self.details, 0)
+        # Table above, details below, the line between them draggable; the details scroll when
+        # the window is short (900x600) instead of squeezing the table to two rows.
+        details_scroll = QScrollArea()
+        details_scroll.setWidgetResizable(True)
+        details_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        details_scroll.setWidget(self.details)
+        details_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table_split = QSplitter(Qt.Orientation.Vertical)
+        self.table_split.setChildrenCollapsible(False)
+        self.table_split.addWidget(self.table)
+        self.table_split.addWidget(details_scroll)
+        self.table.setMinimumHeight(120)
+        self.table_split.setStretchFactor(0, 2)
+        self.table_split.setStretchFactor(1, 3)
+        column.addWidget(self.table_split, 1)
         self.right.addWidget(panel)
         return self.right
 
@@ -276,9 +299,20 @@ class ModelsPage(QWidget):
             item = QListWidgetItem(repo.repo_id)
             item.setData(SUBTITLE_ROLE, _repo_subtitle(repo))
             item.setData(REPO_ROLE, repo)
-            item.setToolTip(plain_tooltip(repo.summary or repo.repo_id))
+            item.setToolTip(
+                plain_tooltip(
+                    "\n".join(filter(None, [repo.repo_id, _repo_subtitle(repo), repo.summary]))
+                )
+            )
             self.repo_list.addItem(item)
         self.repo_list.blockSignals(False)
+
+    def _on_list_toggled(self, hidden: bool) -> None:
+        self.left_panel.setVisible(not hidden)
+        self.list_toggle.setText("▶" if hidden else "◀")
+        self.list_toggle.setToolTip(
+            "Show the list of models" if hidden else "Hide the list of models (more room)"
+        )
 
     def _on_repo_selected(self, item: QListWidgetItem | None, _previous: object = None) -> None:
         if item is not None:

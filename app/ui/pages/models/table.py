@@ -18,7 +18,11 @@ from app.ui.widgets.cards import plain_tooltip
 from app.ui.widgets.format import human_bytes, human_count
 from app.ui.widgets.style import ACCENT
 
-COLUMNS = ["Quant", "Size", "Bits/weight", "Fit", "Max context", "File", ""]
+COLUMNS = ["Quant", "Size", "Bits", "Fit", "Max context", "File", ""]
+_HEADER_TIPS = {
+    2: "Bits per weight: more bits, closer to the original model",
+    4: "The largest context that fits this computer",
+}
 COL_QUANT, COL_SIZE, COL_BPW, COL_FIT, COL_MAXCTX, COL_FILE, COL_ACTION = range(len(COLUMNS))
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -99,6 +103,8 @@ class VariantTableModel(QAbstractTableModel):
     ) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return _HEADER_TIPS.get(section)
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -132,6 +138,9 @@ class VariantTableModel(QAbstractTableModel):
             return fit.error
         if col == COL_QUANT:
             return f"{variant.file}\n{variant.repo_id} @ {variant.commit[:12]}"
+        if col == COL_SIZE:
+            shards = f" in {variant.shards} files" if variant.shards > 1 else ""
+            return f"{human_bytes(variant.size_bytes)}{shards} ({variant.size_bytes:,} bytes)"
         if col == COL_MAXCTX and fit is not None and fit.n_ctx_train:
             return f"Trained for {fit.n_ctx_train:,} tokens of context"
         if fit is not None and fit.offload is not None:
@@ -145,8 +154,10 @@ class VariantTableModel(QAbstractTableModel):
             confirmed = fit is not None and fit.quant and fit.quant != variant.quant
             return star + (fit.quant if confirmed and fit is not None else variant.quant)
         if col == COL_SIZE:
-            shards = f" ({variant.shards} files)" if variant.shards > 1 else ""
-            return human_bytes(variant.size_bytes) + shards
+            # Split models say so in the tooltip and the details: the column stays narrow.
+            return human_bytes(variant.size_bytes) + (
+                f" ({variant.shards})" if variant.shards > 1 else ""
+            )
         if col == COL_BPW:
             return f"{fit.bits_per_weight:.2f}" if fit is not None and fit.bits_per_weight else ""
         if col == COL_MAXCTX:
