@@ -36,6 +36,7 @@ from app.server.errors import ApiError, from_exception
 from app.server.models import ModelPool, RequestRecord, Slot
 
 WORKERS = 64  # generations and loads waiting or running at once (queued requests hold one)
+AHEAD = 8  # text pieces the engine may be ahead of the response: a disconnect stops it soon
 _END = object()
 
 
@@ -99,6 +100,19 @@ class _Job:
         self.record = record
         self._sides: set[str] = set()
         self._lock = threading.Lock()
+        self._room = threading.Semaphore(AHEAD)
+
+    def put_piece(self, piece: str) -> None:
+        """Queue a text piece once the response has taken the earlier ones (or on a cancel):
+        the engine then waits too (its own stream window), never far ahead of the socket."""
+        while not self._room.acquire(timeout=0.05):
+            if self.cancel.is_set():
+                break
+        self.put(piece)
+
+    def taken(self) -> None:
+        """The response took a text piece off the queue."""
+        self._room.release()
 
     def put(self, item: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server stopped
@@ -305,7 +319,9 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
                     raise item
                 if isinstance(item, GenerationStats):
                     stats = item
-                elif not stopped:
+                    continue
+                job.taken()
+                if not stopped:
                     out, stopped = scanner.feed(item)
                     text += out
                     if stopped:
@@ -353,6 +369,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
                 if isinstance(item, GenerationStats):
                     stats = item
                     continue
+                job.taken()
                 if stopped:
                     continue
                 out, stopped = scanner.feed(item)
@@ -360,6 +377,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> FastAPI
                     job.stop()
                 if out:
                     yield event(schemas.chunk(rid, name, out, None, chat=chat))
+                    job.record.sent += 1
             if not stopped and (tail := scanner.flush()):
                 yield event(schemas.chunk(rid, name, tail, None, chat=chat))
             finish = schemas.finish_reason(stats, stopped)
@@ -399,7 +417,9 @@ def _work(pool: ModelPool, job: _Job, model: Any, parsed: schemas.Parsed) -> Non
             for item in pool.generate(slot, req, job.cancel):
                 if isinstance(item, GenerationStats):
                     stats = item
-                job.put(item)
+                    job.put(item)
+                else:
+                    job.put_piece(item)
     except BaseException as exc:  # every failure reaches the client as OpenAI's error JSON
         job.put(exc)
     finally:

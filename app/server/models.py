@@ -51,6 +51,7 @@ class RequestRecord:
     total_s: float = 0.0
     finish: str = ""  # "stop", "length", "cancelled", "disconnected", or the error's message
     stream: bool = False
+    sent: int = 0  # text pieces handed to the socket (a stream)
 
 
 @dataclass

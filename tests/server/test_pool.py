@@ -68,9 +68,10 @@ def test_a_client_that_disconnects_stops_the_engine(server, tiny_files):
         record = _wait_for(
             lambda: next((r for r in server.pool.log if r.finish == "disconnected"), None)
         )
-        # The engine counted every token it generated: only a few more than the client read.
-        assert record.tokens >= received
-        assert record.tokens - received <= 48, record
+        # The engine counted every token it generated: only a few more than the server had
+        # sent when the client went away (its stream window and the server's), far from 3000.
+        assert record.tokens >= record.sent >= received
+        assert record.tokens - record.sent <= 16, record
         # and the model is free at once for the next request
         out = c.chat.completions.create(model=model, messages=PROMPT, max_tokens=5)
         assert out.choices[0].message.content is not None
