@@ -114,3 +114,16 @@ def test_full_size_headers_plan_at_their_true_size(runner, family):
     if family == "gemma3":  # 8 global layers of 48: llama.cpp's pattern at the true size
         full = next(c for c in plan.kv_caches if c["kind"] == "full")
         assert full["layers"] == 8
+
+
+def test_unknown_architecture_is_unsupported_before_download(planner, tmp_path):
+    from dataclasses import replace
+
+    from app.core.errors import ErrorKind, QuantDeskError
+
+    odd = replace(zoo.FULL["phi3"], family="nova", arch="nova-lm")
+    path = zoo.full_path("nova", odd)  # header only: nothing to download, nothing loaded
+    with pytest.raises(QuantDeskError) as err:
+        planner.fit(path, 4096)
+    assert err.value.kind == ErrorKind.UNSUPPORTED
+    assert "'nova-lm' architecture is not supported by this llama.cpp build" in str(err.value)

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 from app.core.engine.host import RequestError, State, current_rss
 from app.core.engine.protocol import DryRunRequest
+from app.core.errors import ErrorKind
 from app.core.fit import DryRun
 from app.core.llama_log import (
     CACHE_LOG_KEYS,
@@ -58,7 +59,7 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
             mp.tensor_buft_overrides = overrides
         model = lc.llama_model_load_from_file(req.path.encode(), mp)
         if not model:
-            raise RequestError(f"llama.cpp could not read {os.path.basename(req.path)}", "load")
+            raise _load_error(lines, req.path)
         model_bytes = int(lc.llama_model_size(model))
         try:
             cp = lc.llama_context_default_params()
@@ -162,6 +163,32 @@ def parse_log(lines: list[str], base_rss: int = 0) -> DryRun:
         caches=caches,
         swa_layers=swa_layers(lines),
     )
+
+
+_UNKNOWN_ARCH = re.compile(r"unknown model architecture: '([^']*)'")
+
+
+def _load_error(lines: list[str], path: str) -> RequestError:
+    """Why llama.cpp refused a header: an architecture this build does not know is its own kind,
+    so the planner can say so before anything is downloaded."""
+    for line in lines:
+        if m := _UNKNOWN_ARCH.search(line):
+            return RequestError(
+                f"the {m.group(1)!r} architecture is not supported by this llama.cpp build "
+                f"(llama-cpp-python {_llama_cpp_version()}): it cannot load "
+                f"{os.path.basename(path)}",
+                ErrorKind.UNSUPPORTED,
+            )
+    return RequestError(f"llama.cpp could not read {os.path.basename(path)}", "load")
+
+
+def _llama_cpp_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("llama-cpp-python")
+    except Exception:  # an unusual install: the message still names the architecture
+        return "unknown version"
 
 
 def flash_attn_on(flash_attn: bool | None, type_v: str) -> bool:
