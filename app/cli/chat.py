@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from app.cli.common import fail, print_json
 from app.cli.memory_flags import add_memory_flags, load_kwargs, plan_options
 from app.cli.worker import add_workers_flag, split_load_kwargs, split_plan
 from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats, Sampling
 from app.core.errors import QuantDeskError
+from app.core.planning import LoadPlan, Planner
+
+DEFAULT_CTX = 4096
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", help="send one message, print the reply and exit")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--max-tokens", type=int, default=512)
-    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
-    p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU")
+    p.add_argument(
+        "--ctx",
+        type=int,
+        default=None,
+        help=f"context size in tokens (default: {DEFAULT_CTX}, or less when the plan says so)",
+    )
+    p.add_argument(
+        "--gpu-layers",
+        type=int,
+        default=None,
+        help="layers to offload to the GPU (default: as many as the memory plan allows)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
         "--preset", default="balanced", choices=["precise", "balanced", "creative", "greedy"]
@@ -46,8 +60,6 @@ def _sampling(args: argparse.Namespace) -> Sampling:
     if args.temperature is not None:
         changes["temperature"] = args.temperature
     if changes:
-        from dataclasses import replace
-
         s = replace(s, **changes)
     return s
 
@@ -64,6 +76,19 @@ def _reply(engine: Engine, messages: list[dict[str, str]], args, echo: bool) -> 
     return stats
 
 
+def _auto_plan(args: argparse.Namespace) -> LoadPlan | None:
+    """The core planner's context and GPU layers, unless both were given by hand."""
+    if args.ctx is not None and args.gpu_layers is not None:
+        return None
+    with Planner() as planner:
+        plan = planner.plan_load(args.model, args.ctx or DEFAULT_CTX, options=plan_options(args))
+    if args.gpu_layers is not None:
+        plan = replace(
+            plan, n_gpu_layers=args.gpu_layers, reason=f"{plan.reason}; GPU layers by hand"
+        )
+    return plan
+
+
 def _json_error(message: str, exc: QuantDeskError) -> int:
     """``--json`` prints a JSON object even when it failed: the error's message and kind."""
     print_json({"text": None, "error": {"message": message, "kind": str(exc.kind)}})
@@ -75,12 +100,20 @@ def run(args: argparse.Namespace) -> int:
     if args.system:
         messages.append({"role": "system", "content": args.system})
     try:
-        split = split_load_kwargs(split_plan(args, plan_options(args)))
-    except QuantDeskError as exc:  # a worker that is not there, or a split that does not fit
+        plan = split_plan(args, plan_options(args)) or _auto_plan(args)
+    except QuantDeskError as exc:  # does not fit, a worker that is not there, a bad file
+        if args.json and args.prompt is not None:
+            return _json_error(f"cannot plan {args.model}: {exc}", exc)
         return fail(str(exc))
+    if plan is not None and not args.json:
+        print(
+            f"plan: context {plan.n_ctx}, GPU layers {plan.n_gpu_layers}: {plan.reason}",
+            file=sys.stderr,
+        )
+    split = split_load_kwargs(plan)
     options = dict(
-        n_ctx=split.pop("n_ctx", args.ctx),
-        n_gpu_layers=split.pop("n_gpu_layers", args.gpu_layers),
+        n_ctx=split.pop("n_ctx", args.ctx or DEFAULT_CTX),
+        n_gpu_layers=split.pop("n_gpu_layers", args.gpu_layers or 0),
         n_threads=args.threads,
         chat_format=None if args.chat_format == "auto" else args.chat_format,
         **load_kwargs(plan_options(args)),
@@ -100,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
             except EngineError as exc:
                 return _json_error(str(exc), exc) if args.json else fail(str(exc))
             if args.json:
-                print_json(stats.to_json())
+                loaded = {"n_ctx": options["n_ctx"], "n_gpu_layers": options["n_gpu_layers"]}
+                print_json(stats.to_json() | loaded)
             else:
                 print()
             return 0

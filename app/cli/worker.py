@@ -93,7 +93,7 @@ def split_plan(args: argparse.Namespace, options: PlanOptions | None = None) -> 
             getattr(args, "ram_budget", None), getattr(args, "vram_budget", None)
         )
         return planner.plan_load(
-            args.model, args.ctx, options=options, budget=budget, workers=workers
+            args.model, args.ctx or 4096, options=options, budget=budget, workers=workers
         )
 
 

@@ -46,7 +46,7 @@ def test_json_is_printed_when_the_load_fails(tmp_path):
     out = _chat(str(bad), "--prompt", "hi", "--json", *BASE)
     assert out.returncode == 1
     error = json.loads(out.stdout)["error"]
-    assert error["kind"] == "load" and "not a GGUF file" in error["message"]
+    assert error["kind"] == "invalid_file" and "not a GGUF file" in error["message"]
 
 
 def test_json_is_printed_when_the_reply_fails():
@@ -109,3 +109,15 @@ def test_interactive_chat_reloads_the_model_after_the_engine_dies(tiny_models):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_without_ctx_and_layers_the_chat_follows_the_memory_plan():
+    short = replace(modelfactory.TINY, n_ctx_train=1024)
+    path = modelfactory.model_path("Q8_0", short)
+    out = _chat(str(path), "--prompt", "hello", "--json", "--max-tokens", "3", "--threads", "1")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    # the default 4096 is more than the model was trained for: the plan takes the trained 1024
+    assert result["n_ctx"] == 1024 and result["n_gpu_layers"] == 0, result
+    out = _chat(str(path), "--prompt", "hi", "--max-tokens", "2", "--threads", "1")
+    assert out.returncode == 0 and "plan: context 1024" in out.stderr, out.stderr
