@@ -55,15 +55,7 @@ def plan_options(args: argparse.Namespace, type_k: str = "f16", type_v: str = "f
 
 def load_kwargs(options: PlanOptions) -> dict[str, Any]:
     """``Engine.load`` keyword arguments for a plan's settings."""
-    return {
-        "type_k": options.type_k,
-        "type_v": options.type_v,
-        "swa_full": options.swa_full,
-        "flash_attn": options.flash_attn,
-        "n_ubatch": options.n_ubatch,
-        "cpu_moe_layers": options.cpu_moe_layers,
-        "cpu_moe_extra": options.cpu_moe_extra,
-    }
+    return options.load_kwargs()
 
 
 def settings_json(options: PlanOptions) -> dict[str, Any]:

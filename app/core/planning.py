@@ -85,6 +85,18 @@ class PlanOptions:
     def settings(self) -> MemorySettings:
         return MemorySettings(self.n_ubatch, self.swa_full, self.flash_attn, self.cpu_moe_layers)
 
+    def load_kwargs(self) -> dict[str, Any]:
+        """``Engine.load`` keywords for these settings (the load must follow what was planned)."""
+        return {
+            "type_k": self.type_k,
+            "type_v": self.type_v,
+            "swa_full": self.swa_full,
+            "flash_attn": self.flash_attn,
+            "n_ubatch": self.n_ubatch,
+            "cpu_moe_layers": self.cpu_moe_layers,
+            "cpu_moe_extra": self.cpu_moe_extra,
+        }
+
 
 # ---- results --------------------------------------------------------------------------------
 @dataclass
@@ -147,6 +159,16 @@ class LoadPlan:
     rpc_servers: tuple[str, ...] = ()
     tensor_split: tuple[float, ...] = ()
     split: Any = None
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """Every ``Engine.load`` keyword this plan decides (context, layers, settings, split)."""
+        return {
+            "n_ctx": self.n_ctx,
+            "n_gpu_layers": self.n_gpu_layers,
+            "rpc_servers": self.rpc_servers,
+            "tensor_split": self.tensor_split,
+            **self.options.load_kwargs(),
+        }
 
 
 @dataclass(frozen=True)

@@ -322,6 +322,8 @@ class ChatPage(QWidget):
         default_ctx, threads = self.settings.default_n_ctx, self.settings.threads()
         engine = self.engine
         planner = self.context.planner
+        # the workers listed in Settings: the plan may split the model over them
+        workers = [w for w in self.settings.workers.split(",") if w.strip()]
 
         def work(token: CancelToken) -> Iterator[Any]:
             plan = LoadPlan(n_ctx, ngl, "chosen by hand")
@@ -330,7 +332,7 @@ class ChatPage(QWidget):
                 # the core planner: the window's profile and its own dry-run engine, never this
                 # chat's engine (which may still hold the previous model)
                 try:
-                    plan = planner.plan_load(path, default_ctx)
+                    plan = planner.plan_load(path, default_ctx, workers=workers)
                 except PlanError as exc:
                     hint = "Untick Auto fit to try your own context and GPU layers anyway."
                     raise PlanError(f"{exc}. {hint}") from exc
@@ -340,9 +342,7 @@ class ChatPage(QWidget):
             yield _Step(
                 f"Loading {Path(path).name} (context {plan.n_ctx}, GPU layers {plan.n_gpu_layers})…"
             )
-            yield engine.load(
-                path, n_ctx=plan.n_ctx, n_gpu_layers=plan.n_gpu_layers, n_threads=threads
-            )
+            yield engine.load(path, n_threads=threads, **plan.load_kwargs())
 
         self.loaded = None
         self._after_load = then
