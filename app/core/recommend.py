@@ -23,6 +23,7 @@ from app.core.fit import (
 )
 from app.core.gguf_header import ModelSpec
 from app.core.hardware import HardwareProfile
+from app.core.speed import SpeedRule
 
 LOW_QUALITY_BPW = 4.0  # Q3_K_M is ~3.9 bpw, Q4_0 4.5, Q4_K_M ~4.9
 CPU_QUALITY_CAP_BPW = 6.7  # Q6_K is ~6.56 bpw; Q8_0 8.5
@@ -134,10 +135,19 @@ def fit_variant(
     return fit
 
 
-def recommend(variants: list[VariantFit], budget: Budget) -> Recommendation:
-    """Pick one variant (see the module docstring for the policy) and say why in plain words."""
+def recommend(
+    variants: list[VariantFit], budget: Budget, speed: SpeedRule | None = None
+) -> Recommendation:
+    """Pick one variant (see the module docstring for the policy) and say why in plain words.
+
+    With ``speed`` the rule is the one a person sets in Settings: the highest quality that fits
+    with headroom and writes at least ``speed.min_tok_s`` tokens/s (estimated from the bytes read
+    per token and the measured memory bandwidth); it replaces the fixed CPU quality cap.
+    """
     ranked = sorted(variants, key=lambda v: v.bits_per_weight, reverse=True)
     running = [v for v in ranked if v.verdict != "no_fit"]
+    if running and speed is not None:
+        return _recommend_by_speed(ranked, running, speed)
     if not running:
         smallest = min(ranked, key=lambda v: v.offload.plan.ram_bytes, default=None)
         reason = "no variant fits this machine at the chosen context"
@@ -200,3 +210,36 @@ def recommend(variants: list[VariantFit], budget: Budget) -> Recommendation:
 def _gpu_share(v: VariantFit) -> float:
     p = v.offload.plan
     return p.n_gpu_layers / p.n_layers_total if p.n_layers_total else 0.0
+
+
+def _recommend_by_speed(
+    ranked: list[VariantFit], running: list[VariantFit], speed: SpeedRule
+) -> Recommendation:
+    """The user's rule: best quality among the variants that fit and reach the minimum speed."""
+    rate = {v.file: speed.tokens_per_s(v.offload.plan) for v in running}
+    pool = [v for v in running if not v.low_quality] or running
+    fast = [v for v in pool if rate[v.file] >= speed.min_tok_s]
+    best = pool[0]
+    if fast:
+        pick = fast[0]
+        reason = (
+            f"{pick.quant} is the highest quality that fits with headroom and writes about "
+            f"{rate[pick.file]:.0f} tokens/s (at least {speed.min_tok_s:g} asked)"
+        )
+        if pick is not best:
+            reason += (
+                f"; {best.quant} is better quality and fits too, but would write only about "
+                f"{rate[best.file]:.1f} tokens/s"
+            )
+    else:
+        pick = max(pool, key=lambda v: (rate[v.file], v.bits_per_weight))
+        reason = (
+            f"no variant of good quality writes {speed.min_tok_s:g} tokens/s on this machine; "
+            f"{pick.quant} is the fastest, at about {rate[pick.file]:.1f} tokens/s"
+        )
+    if pick.low_quality:
+        reason += f". Warning: {pick.warning}"
+    alternative = best if pick is not best else None
+    notes = [speed.describe()]
+    notes += [f"{v.quant}: about {rate[v.file]:.1f} tokens/s" for v in running]
+    return Recommendation(ranked, pick, reason, alternative, notes)

@@ -42,6 +42,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "seed": (-1, 2**31 - 1),
     "server_port": (1, 65535),
     "server_idle_ttl_s": (0, 7 * 86400),
+    "min_tokens_per_s": (0.0, 100000.0),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"theme": THEMES, "sampling_preset": PRESETS + ("custom",)}
 
@@ -53,6 +54,7 @@ class Settings:
     library_dir: str = ""  # empty: paths.default_library_dir()
     n_threads: int = 0  # 0: let llama.cpp choose
     default_n_ctx: int = 4096
+    min_tokens_per_s: float = 10.0  # the recommendation's speed floor (app.core.speed.SpeedRule)
     hub_token: str = ""
     offline: bool = False
     theme: str = "system"  # follows the OS unless the user picks light or dark

@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -54,6 +55,14 @@ class SettingsPage(QWidget):
         self.default_ctx.setRange(256, 1 << 20)
         self.default_ctx.setSingleStep(1024)
         self.default_ctx.setSuffix(" tokens")
+        self.min_speed = QDoubleSpinBox()
+        self.min_speed.setRange(0.0, 1000.0)
+        self.min_speed.setDecimals(1)
+        self.min_speed.setSuffix(" tokens/s")
+        self.min_speed.setToolTip(
+            "The Models page recommends the highest quality that fits with headroom and writes at "
+            "least this fast (estimated from this machine's measured memory speed)"
+        )
         self.hub_token = QLineEdit()
         self.hub_token.setEchoMode(QLineEdit.EchoMode.Password)
         self.hub_token.setPlaceholderText("hf_… (only needed for gated or private models)")
@@ -84,6 +93,7 @@ class SettingsPage(QWidget):
         form.addRow("Library folder", folder_row)
         form.addRow("Threads", self.threads)
         form.addRow("Default context", self.default_ctx)
+        form.addRow("Recommend at least", self.min_speed)
         form.addRow("Theme", self.theme)
         general.add(form)
         hub = Card("Hugging Face Hub")
@@ -149,6 +159,7 @@ class SettingsPage(QWidget):
         )
         self.threads.valueChanged.connect(lambda v: self.change("n_threads", v))
         self.default_ctx.valueChanged.connect(lambda v: self.change("default_n_ctx", v))
+        self.min_speed.valueChanged.connect(lambda v: self.change("min_tokens_per_s", v))
         self.hub_token.editingFinished.connect(
             lambda: self.change("hub_token", self.hub_token.text().strip())
         )
@@ -169,6 +180,7 @@ class SettingsPage(QWidget):
             self.library_dir.setPlaceholderText(str(Settings().library_path()))
             self.threads.setValue(s.n_threads)
             self.default_ctx.setValue(s.default_n_ctx)
+            self.min_speed.setValue(s.min_tokens_per_s)
             self.hub_token.setText(s.hub_token)
             self.offline.setChecked(s.offline)
             self.theme.setCurrentIndex(max(0, self.theme.findData(s.theme)))

@@ -9,6 +9,8 @@ thread; a newer request supersedes an older one, whose results are dropped (Late
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer
@@ -32,9 +34,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.core import hub
+from app.core.cancel import CancelToken
 from app.core.hub import RepoSummary, Variant
 from app.core.library import LibraryModel
 from app.core.planning import PlannedVariant, RepoAdvice
+from app.core.recommend import recommend
+from app.core.speed import SpeedRule, memory_bandwidth
 from app.ui.bridge import LatestTask
 from app.ui.context import AppContext
 from app.ui.pages.models.details import VariantDetails
@@ -43,6 +48,14 @@ from app.ui.widgets.badges import BadgeDelegate, FitBadge
 from app.ui.widgets.cards import Card, PageHeader, PlainLabel, muted, plain_tooltip
 from app.ui.widgets.format import human_bytes, human_count
 from app.ui.widgets.lists import SUBTITLE_ROLE, TwoLineDelegate
+
+
+@dataclass(frozen=True)
+class _Bandwidth:
+    """The measured memory bandwidth, sent ahead of the plans."""
+
+    bytes_per_s: float
+
 
 CONTEXT_STOPS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
 REPO_ROLE = Qt.ItemDataRole.UserRole + 10
@@ -80,6 +93,9 @@ class ModelsPage(QWidget):
         self.variants_task = LatestTask(context.runner, self)
         self.plan_task = LatestTask(context.runner, self)
         self.ask_confirmation = self._ask_confirmation  # tests may replace the dialog
+        self._bandwidth: float | None = None
+        self._planner_advice: RepoAdvice | None = None
+        self.speeds: dict[str, float] = {}  # file -> estimated tokens/s under the speed rule
         self._downloading: set[str] = set()  # files this page sent to Downloads, until they land
         self._replan_timer = QTimer(self, singleShot=True, interval=150)
         self._replan_timer.timeout.connect(self.replan)
@@ -93,6 +109,7 @@ class ModelsPage(QWidget):
         self.show_catalog()
         context.events.library_changed.connect(self._refresh_local_state)
         context.events.hardware_changed.connect(self.replan)  # new free-memory figures
+        context.events.settings_changed.connect(self._on_settings_changed)
 
     # --- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -392,14 +409,17 @@ class ModelsPage(QWidget):
             return
         self.table_model.clear_fits()
         self.advice = None
+        self._planner_advice = None
         n_ctx = self.n_ctx
         self.plan_status.setText(f"Checking {len(variants)} variants at {human_count(n_ctx)}…")
         self._planned = 0
         planner = self.context.planner
-        self.plan_task.start(
-            lambda token: planner.plan_variants(variants, n_ctx, token),
-            name="plan-repo",
-        )
+
+        def work(token: CancelToken) -> Iterator[object]:
+            yield _Bandwidth(memory_bandwidth())  # measured once, then cached on disk
+            yield from planner.plan_variants(variants, n_ctx, token)
+
+        self.plan_task.start(work, name="plan-repo")
 
     def _cap_context(self, n_ctx_train: int) -> None:
         """The slider ends at the context the model was trained for (its largest stop not past it)."""
@@ -409,7 +429,39 @@ class ModelsPage(QWidget):
         if top != self.ctx_slider.maximum():
             self.ctx_slider.setMaximum(top)  # clamps the value, which re-plans at the new end
 
-    def _on_plan_item(self, item: PlannedVariant | RepoAdvice) -> None:
+    def _on_settings_changed(self) -> None:
+        """A new minimum speed re-decides the recommendation over the plans already made."""
+        raw = self._planner_advice
+        if raw is not None and self.advice is not None and not self.plan_task.busy:
+            self._on_plan_item(raw)
+
+    def speed_rule(self) -> SpeedRule | None:
+        """The user's rule (Settings: minimum tokens/s) with this machine's measured bandwidth."""
+        if self._bandwidth is None:
+            return None
+        return SpeedRule(self.context.settings.min_tokens_per_s, self._bandwidth)
+
+    def _apply_speed_rule(self, advice: RepoAdvice) -> RepoAdvice:
+        """The planner's advice, re-decided by the user's speed rule over the same plans."""
+        rule = self.speed_rule()
+        fits = [f.fit for f in self.table_model.fits.values() if f.fit is not None]
+        budget = next((f.budget for f in self.table_model.fits.values() if f.budget), None)
+        if rule is None or not fits or budget is None:
+            return advice
+        rec = recommend(fits, budget, speed=rule)
+        self.speeds = {f.file: rule.tokens_per_s(f.offload.plan) for f in fits}
+        return RepoAdvice(
+            advice.n_ctx,
+            rec.recommended.file if rec.recommended else None,
+            f"{rec.reason}.\n{rule.describe()}",
+            rec.alternative.file if rec.alternative else None,
+            advice.warnings,
+        )
+
+    def _on_plan_item(self, item: PlannedVariant | RepoAdvice | _Bandwidth) -> None:
+        if isinstance(item, _Bandwidth):
+            self._bandwidth = item.bytes_per_s
+            return
         if isinstance(item, PlannedVariant):
             self._cap_context(item.n_ctx_train)
             self.table_model.set_fit(item)
@@ -419,7 +471,10 @@ class ModelsPage(QWidget):
             if self._selected_row() == self.table_model.row_of(item.variant.file):
                 self._show_details()
             return
+        self._planner_advice = item
+        item = self._apply_speed_rule(item)
         self.advice = item
+        self.table_model.speeds = dict(self.speeds)
         self.table_model.set_recommended(item.recommended)
         self.plan_status.setText(f"Planned at {human_count(item.n_ctx)} tokens of context")
         row = self.table_model.row_of(item.recommended) if item.recommended else None

@@ -49,6 +49,7 @@ class VariantTableModel(QAbstractTableModel):
         self.variants: list[Variant] = []
         self.fits: dict[str, PlannedVariant] = {}
         self.recommended: str | None = None
+        self.speeds: dict[str, float] = {}  # file -> estimated tokens/s (the Models page's rule)
 
     # --- data in ---------------------------------------------------------------------------
     def set_variants(self, variants: list[Variant]) -> None:
@@ -132,8 +133,7 @@ class VariantTableModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
-    @staticmethod
-    def _tooltip(variant: Variant, fit: PlannedVariant | None, col: int) -> str:
+    def _tooltip(self, variant: Variant, fit: PlannedVariant | None, col: int) -> str:
         if fit is not None and fit.error:
             return fit.error
         if col == COL_QUANT:
@@ -144,7 +144,9 @@ class VariantTableModel(QAbstractTableModel):
         if col == COL_MAXCTX and fit is not None and fit.n_ctx_train:
             return f"Trained for {fit.n_ctx_train:,} tokens of context"
         if fit is not None and fit.offload is not None:
-            return fit.offload.reason
+            rate = self.speeds.get(variant.file)
+            guess = f"\nAbout {rate:.1f} tokens/s on this machine (estimate)" if rate else ""
+            return fit.offload.reason + guess
         return ""
 
     @staticmethod
