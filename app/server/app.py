@@ -106,7 +106,7 @@ class _Job:
         """Queue a text piece once the response has taken the earlier ones (or on a cancel):
         the engine then waits too (its own stream window), never far ahead of the socket."""
         while not self._room.acquire(timeout=0.05):
-            if self.cancel.is_set():
+            if self.cancel.is_set() or self.pool.closed:
                 break
         self.put(piece)
 

@@ -173,6 +173,10 @@ class ModelPool:
                 for s in self._slots.values()
             ]
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def engine_pids(self) -> list[int]:
         with self._lock:
             return [pid for s in self._slots.values() if (pid := s.engine.pid) is not None]
@@ -201,6 +205,8 @@ class ModelPool:
                         kind=ErrorKind.TIMEOUT,
                     )
             try:
+                if self._closed:  # stopped while this request waited: never start an engine now
+                    raise ApiError("the server is shutting down", 503)
                 if not slot.engine.alive:  # the engine died under a previous request: reload
                     slot.info = slot.engine.load(
                         slot.model.path, **_load_args(slot.plan, self.options)
@@ -238,6 +244,8 @@ class ModelPool:
                 if slot is not None:
                     slot.users += 1
                     return slot
+            if self._closed:
+                raise ApiError("the server is shutting down", 503)
             plan = self._plan(model)
             engine = Engine(log_dir=self.log_dir)
             try:
@@ -247,6 +255,9 @@ class ModelPool:
                 raise
             slot = Slot(model, engine, plan, info, users=1)
             with self._lock:
+                if self._closed:  # stopped during the load: close() has already run
+                    engine.close()
+                    raise ApiError("the server is shutting down", 503)
                 self._slots[model.id] = slot
             self._event("loaded", model.name, plan.reason)
             return slot
@@ -369,15 +380,26 @@ class ModelPool:
                 listener(item)
 
     # ---- life cycle -----------------------------------------------------------------------
+    def stop_accepting(self) -> None:
+        """Refuse new work and stop the running generations (their streams end normally)."""
+        with self._lock:
+            self._closed = True
+            running = [s.current for s in self._slots.values() if s.current is not None]
+        for token in running:
+            self.cancel(token)
+
     def close(self) -> None:
         """Stop the TTL reaper and every engine process (idempotent)."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            slots = list(self._slots.values())
+            self._slots.clear()
+            running = [s.current for s in slots if s.current is not None]
         self._stop.set()
         if self._reaper is not None:
             self._reaper.join(timeout=10)
-        with self._lock:
-            slots = list(self._slots.values())
-            self._slots.clear()
+        for token in running:  # a worker waiting for its response to read on must end too
+            token.cancel()
         for s in slots:
             s.engine.cancel()
             s.engine.close()

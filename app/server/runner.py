@@ -129,6 +129,8 @@ class LocalServer:
     def stop(self) -> None:
         """Stop answering, end the streams, stop every engine process (idempotent, bounded)."""
         server, thread = self._server, self._thread
+        # Streams first: they end at once, so uvicorn's graceful shutdown has nothing to wait for.
+        self.pool.stop_accepting()
         if server is not None:
             server.should_exit = True
         if thread is not None:

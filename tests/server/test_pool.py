@@ -192,3 +192,52 @@ def test_requests_to_one_model_queue(server, tiny_files):
         t.join(120)
     assert not errors and len(results) == 4
     assert len(server.pool.engine_pids()) == 1  # one engine served them one after another
+
+
+def test_stopping_mid_stream_ends_streams_queues_and_engines(start_server, tiny_files):
+    server = start_server()
+    model = name_of(tiny_files["Q8_0"])
+    outcomes: dict[str, str] = {}
+    reading = threading.Event()
+
+    def slow_stream() -> None:
+        try:
+            with _client(server) as c:
+                stream = c.chat.completions.create(
+                    model=model,
+                    messages=PROMPT,
+                    max_tokens=3000,
+                    stream=True,
+                    extra_body={"ignore_eos": True},
+                )
+                for _chunk in stream:
+                    reading.set()
+                    time.sleep(0.002)  # a reader slower than the engine
+            outcomes["stream"] = "ended"
+        except Exception as exc:
+            outcomes["stream"] = type(exc).__name__
+
+    def queued() -> None:
+        try:
+            with _client(server) as c:
+                c.completions.create(model=model, prompt="hi", max_tokens=2)
+            outcomes["queued"] = "answered"
+        except Exception as exc:
+            outcomes["queued"] = type(exc).__name__
+
+    threads = [threading.Thread(target=slow_stream)]
+    threads[0].start()
+    assert reading.wait(60)
+    threads.append(threading.Thread(target=queued))
+    threads[1].start()
+    time.sleep(0.3)  # the second request waits in the model's queue
+    pids = server.pool.engine_pids()
+    t0 = time.monotonic()
+    server.stop()
+    assert time.monotonic() - t0 < 5  # streams are ended first: no graceful-shutdown wait
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive()
+    assert set(outcomes) == {"stream", "queued"}
+    assert all(_gone(p) for p in pids)
+    assert not server.pool.loaded() and not server.pool.engine_pids()
