@@ -392,6 +392,100 @@ def repo_timing() -> None:
                 hub.bytes_served.clear()
 
 
+# ---- the architecture zoo: both workloads --------------------------------------------------------
+class RunTimeout(Exception):
+    """One measured run took longer than --run-timeout."""
+
+
+def _zoo_run(path: Path, n_ctx: int, workload: str, swa_full: bool, timeout: int) -> dict:
+    """One fresh engine child: a chat filling the context, or a scoring pass over it."""
+    import signal
+
+    from app.core.engine.protocol import ScoreRequest
+
+    logs = Path(tempfile.mkdtemp(prefix="fitbench-zoo-"))
+    eng = Engine(log_dir=logs)
+
+    def _expire(signum: int, frame: object) -> None:
+        raise RunTimeout(f"over {timeout} s")
+
+    old = signal.signal(signal.SIGALRM, _expire)
+    signal.alarm(timeout)
+    try:
+        eng.start()
+        info = eng.load(path, n_ctx=n_ctx, swa_full=swa_full, n_threads=2)
+        words = (WORDS * (n_ctx // len(WORDS) + 2))[:n_ctx]
+        room = n_ctx - 24  # the prompt fills the context but for the generated tokens
+        for _ in range(6):  # cut the text until it tokenizes within the room
+            n = len(eng.request(TokenizeRequest(" ".join(words))))
+            if n <= room:
+                break
+            words = words[: max(1, len(words) * room // n - 4)]
+        text = " ".join(words)
+        if workload == "chat":
+            greedy = Sampling.preset("greedy")
+            req = GenerateRequest(
+                prompt=text, max_tokens=16, sampling=greedy, stream=False, ignore_eos=True
+            )
+            eng.complete(req)
+        else:
+            tokens = eng.request(TokenizeRequest(text))
+            eng.request(ScoreRequest(tokens=list(tokens), start=1), timeout=timeout)
+        st = _status(eng.pid)
+        return {"ok": True, "buffers": info.buffers, "caches": info.caches, **st}
+    except Exception as exc:  # RunTimeout, EngineCrashed
+        return {"ok": False, "error": str(exc)[:120]}
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        eng.close()
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def zoo_accuracy(args: argparse.Namespace) -> None:
+    """Per family and context: predicted vs llama.cpp's buffers vs measured peak RSS, per workload."""
+    from app.core.dryrun import MemorySettings
+    from tests import zoo
+
+    families = args.families.split(",") if args.families else list(zoo.FAMILIES)
+    contexts = [int(c) for c in args.zoo_contexts.split(",")]
+    runner = DryRunner(cache_path=Path(tempfile.mkdtemp()) / "c.json")
+    print(
+        "| family | n_ctx | workload | predicted MiB | llama.cpp buffers MiB | measured peak MiB "
+        "| plan vs measured | KV caches (llama.cpp) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    try:
+        for fam in families:
+            path = zoo.small_path(fam)
+            spec = read_local(path)
+            p, digest = runner.prepare(path, spec)
+            for n_ctx in contexts:
+                settings = MemorySettings(swa_full=args.swa_full)
+                dry = runner.run(p, digest, n_ctx, 0, "f16", "f16", settings)
+                plan = fit.plan_memory(spec, dry, n_ctx)
+                for workload in ("chat", "score"):
+                    pred = fit.workload_ram_bytes(spec, dry, plan, workload)
+                    r = _zoo_run(path, n_ctx, workload, args.swa_full, args.run_timeout)
+                    if not r["ok"]:
+                        print(
+                            f"| {fam} | {n_ctx} | {workload} | {pred / MIB:.0f} | - | - | {r['error']} | |"
+                        )
+                        continue
+                    bufs = sum(r["buffers"].values()) + dry.base_rss_bytes
+                    caches = ", ".join(
+                        f"{c.kind} {c.cells}x{len(c.layers)}: {c.nbytes / MIB:.2f}"
+                        for c in r["caches"]
+                    )
+                    print(
+                        f"| {fam} | {n_ctx} | {workload} | {pred / MIB:.0f} | {bufs / MIB:.0f} "
+                        f"| {r['VmHWM'] / MIB:.0f} | {_pct(pred, r['VmHWM'])} | {caches} |",
+                        flush=True,
+                    )
+    finally:
+        runner.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="Q4_K_M only")
@@ -399,7 +493,15 @@ def main() -> None:
     ap.add_argument("--contexts", default="2048,8192,32768")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--fill", action="store_true", help="prompt fills the context (worst case)")
+    ap.add_argument("--zoo", action="store_true", help="the architecture zoo (tests/zoo.py) only")
+    ap.add_argument("--families", default="", help="zoo families (default: all)")
+    ap.add_argument("--zoo-contexts", default="1024,4096")
+    ap.add_argument("--swa-full", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--run-timeout", type=int, default=300, help="seconds per measured run")
     args = ap.parse_args()
+    if args.zoo:
+        zoo_accuracy(args)
+        return
     home = tempfile.mkdtemp(prefix="fitbench-home-")
     os.environ.setdefault("QUANTDESK_HOME", home)
     try:

@@ -559,6 +559,40 @@ def scoring_extra_bytes(spec: ModelSpec, dry: DryRun, n_ctx: int, n_batch: int =
 
 
 WORKLOADS = ("chat", "score")
+# llama.cpp's vocabulary in host memory (token texts, the token-to-id map, the piece cache, BPE
+# merge ranks), which a model-free engine child does not hold: measured on the zoo's 128k- and
+# 262k-token vocabularies (bench/fit_accuracy.py --zoo) at 280-300 bytes per token or merge.
+VOCAB_ENTRY_BYTES = 320
+
+
+def vocab_host_bytes(spec: ModelSpec) -> int:
+    tokens = spec.metadata.get("tokenizer.ggml.tokens")
+    merges = spec.metadata.get("tokenizer.ggml.merges")
+    n = (len(tokens) if isinstance(tokens, list) else spec.n_vocab) + (
+        len(merges) if isinstance(merges, list) else 0
+    )
+    return n * VOCAB_ENTRY_BYTES
+
+
+def workload_ram_bytes(
+    spec: ModelSpec, dry: DryRun, plan: MemoryPlan, workload: str, n_batch: int = 512
+) -> int:
+    """What one engine child keeps resident for ``workload`` on the CPU (``plan`` at ngl 0).
+
+    ``chat``: a conversation filling the context asks for one row of logits per step, so the
+    logits rows of the compute buffer llama.cpp reserves for a whole micro-batch are never
+    written (hundreds of MiB on a large vocabulary); ``score``: a comparison's teacher-forced
+    pass writes them all and holds a batch of logits besides (:func:`scoring_extra_bytes`).
+    Both hold the vocabulary (:func:`vocab_host_bytes`).
+    """
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
+    need = plan.ram_bytes + vocab_host_bytes(spec)
+    if workload == "score":
+        return need + scoring_extra_bytes(spec, dry, plan.n_ctx, n_batch)
+    rows = min(dry.n_ubatch, plan.n_ctx)
+    untouched = (rows - 1) * max(spec.n_vocab, 0) * 4
+    return need - min(untouched, dry.cpu_compute_bytes)
 
 
 def settings_note(flash_attn: bool, swa_full: bool, n_ubatch: int, windowed: bool) -> str:

@@ -38,7 +38,7 @@ from app.core.fit import (
     expert_kinds,
     plan_memory,
     plan_offload,
-    scoring_extra_bytes,
+    workload_ram_bytes,
 )
 from app.core.gguf_header import (
     GGUFError,
@@ -475,7 +475,7 @@ class Planner:
         ``workload``: ``chat`` (a context filled by a conversation) or ``score`` (a comparison's
         teacher-forced pass, which holds a batch of logits besides).
         """
-        if workload not in WORKLOADS:
+        if workload not in WORKLOADS:  # before any dry run: a typo is not a plan
             raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
         try:
             dry = self.dry_fn(path, spec, options)(n_ctx, 0)
@@ -484,10 +484,8 @@ class Planner:
             # formula over the file's layer count, which is not trusted here.
             return header_estimate(spec)
         o = options or PlanOptions()
-        need = plan_memory(spec, dry, n_ctx, 0, o.type_k, o.type_v).ram_bytes
-        if workload == "score":
-            need += scoring_extra_bytes(spec, dry, n_ctx)
-        return need
+        plan = plan_memory(spec, dry, n_ctx, 0, o.type_k, o.type_v)
+        return workload_ram_bytes(spec, dry, plan, workload)
 
     def close(self) -> None:
         self.runner.close()

@@ -56,14 +56,22 @@ def test_kv_formula_llama2_and_mistral(shapes):
         kv_bytes(llama, 4096, "q3_k")
 
 
-def test_sliding_window_layers_keep_a_window(shapes):
+def test_sliding_window_layers_follow_llama_cpp_rules(shapes):
     spec = shapes[("mistral-7b", "Q4_K_M")]
+    full = pad_ctx(32768) * 2 * 1024 * 2
     spec.n_swa = 4096
     try:
-        layers = kv_layer_bytes(spec, 32768)
-        assert layers[0] == pad_ctx(4096 + 512) * 2 * 1024 * 2
+        # llama.cpp's llama architecture ignores a sliding_window key: every layer is global.
+        assert kv_layer_bytes(spec, 32768, swa_full=False)[0] == full
+        spec.architecture = "gemma3"  # no pattern key: every sixth layer is global
+        layers = kv_layer_bytes(spec, 32768, swa_full=False)
+        window = pad_ctx(4096 + 512) * 2 * 1024 * 2
+        assert layers[:6] == [window] * 5 + [full]
+        # swa_full (llama-cpp-python's default) keeps a full-size cache for every layer.
+        assert kv_layer_bytes(spec, 32768)[:6] == [full] * 6
     finally:
         spec.n_swa = 0
+        spec.architecture = "llama"
 
 
 def test_weights_split_like_llama_cpp(shapes):
