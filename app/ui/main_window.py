@@ -164,7 +164,7 @@ class MainWindow(QMainWindow):
         """Show a count next to a page's name in the sidebar (0 hides it; -1: "on", a service)."""
         index = [t for t, _ in PAGES].index(title)
         # -1: a service is on; -2: nothing runs but something waits (a paused download)
-        special = {-1: "  \u25cf on", -2: "  \u23f8 paused"}
+        special = {-1: "  \u25cf on", -2: "  · paused"}
         badge = f"  ({count})" if count > 0 else special.get(count, "")
         self.sidebar.item(index).setText(title + badge)
 

@@ -4,7 +4,7 @@ person needs read in full (buttons not cut, the Compare button whole, results re
 from __future__ import annotations
 
 import pytest
-from PySide6.QtWidgets import QApplication, QPushButton
+from PySide6.QtWidgets import QApplication, QPushButton, QScrollArea
 
 from app.ui.main_window import PAGES
 
@@ -19,6 +19,9 @@ def test_every_page_takes_the_window_size(window, qtbot, size):
         window.resize(*size)
         QApplication.processEvents()
         assert (window.width(), window.height()) == size, title
+        for area in page.findChildren(QScrollArea):
+            # A page wider than the window hides its right edge behind a scroll bar.
+            assert not area.horizontalScrollBar().isVisible(), (title, area.widget())
         for button in page.findChildren(QPushButton):
             if button.isVisibleTo(page) and button.text():
                 # A button narrower than its text shows "ompar" instead of "Compare".

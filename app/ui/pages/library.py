@@ -40,8 +40,9 @@ from app.ui.widgets.cards import Card, PageHeader, PlainLabel, plain_tooltip
 from app.ui.widgets.format import human_bytes
 from app.ui.widgets.reveal import PathDialog, copy_text, reveal
 
-COLUMNS = ["Model", "Quant", "Size", "Fit on this machine", "Source", "SHA-256", "Added"]
-FIT_COLUMN = COLUMNS.index("Fit on this machine")
+COLUMNS = ["Model", "Quant", "Size", "Fit here", "Source", "SHA-256", "Added"]
+SOURCE_COLUMN = 4
+FIT_COLUMN = COLUMNS.index("Fit here")
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -124,6 +125,12 @@ class LibraryPage(QWidget):
         head.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for col in range(1, len(COLUMNS)):
             head.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        # Source names can be long ("hf: org/very-long-repo-GGUF"): a fixed, elided column with
+        # the whole text in the tooltip keeps every column on screen at 900 px.
+        head.setSectionResizeMode(SOURCE_COLUMN, QHeaderView.ResizeMode.Interactive)
+        head.resizeSection(SOURCE_COLUMN, 150)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setWordWrap(False)
         self.table.itemSelectionChanged.connect(self._show_details)
         self.table.doubleClicked.connect(lambda _i: self.chat_selected())
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -222,6 +229,8 @@ class LibraryPage(QWidget):
                 item.setToolTip(plain_tooltip(str(model.path)))
             if col == 5:
                 item.setToolTip(plain_tooltip("\n".join(model.sha256)))
+            if col == SOURCE_COLUMN:
+                item.setToolTip(plain_tooltip(text))
             self.table.setItem(row, col, item)
         self._show_fit(row, model)
 

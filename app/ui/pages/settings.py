@@ -119,14 +119,14 @@ class SettingsPage(QWidget):
         workers_form.addRow("Addresses", workers_row)
         workers_form.addRow("", self.workers_status)
         workers.add(workers_form)
-        workers.add(
-            PlainLabel(
-                "Start `quantdesk worker` on the other computer and reach it through an SSH tunnel "
-                "(ssh -N -L 50052:127.0.0.1:50052 that-computer): llama.cpp's RPC has no "
-                "authentication, so never expose a worker to a network you do not trust.",
-                name="muted",
-            )
+        workers_hint = PlainLabel(
+            "Start `quantdesk worker` on the other computer and reach it through an SSH tunnel "
+            "(ssh -N -L 50052:127.0.0.1:50052 that-computer): llama.cpp's RPC has no "
+            "authentication, so never expose a worker to a network you do not trust.",
+            name="muted",
         )
+        workers_hint.setWordWrap(True)  # unwrapped, this one line made the page 1440 px wide
+        workers.add(workers_hint)
 
         header = PageHeader("Settings", "Changes are saved and applied as you make them.")
         header.add_action(self.reset_button)

@@ -276,8 +276,7 @@ class CompareView(QWidget):
     def _build_variants(self) -> Card:
         card = Card("Variants")
         self.model_list = _HintList(
-            "No variants yet. Add two or more quants of one model, or pick a model in the "
-            "Library and click Compare."
+            "No variants yet: Add model…, or Compare on a model in the Library."
         )
         self.model_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.model_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
