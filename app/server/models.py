@@ -411,10 +411,4 @@ def _matches(model: LibraryModel, key: str) -> bool:
 
 
 def _load_args(plan: LoadPlan, options: ServerOptions) -> dict[str, Any]:
-    return {
-        "n_ctx": plan.n_ctx,
-        "n_gpu_layers": plan.n_gpu_layers,
-        "n_threads": options.n_threads,
-        "type_k": plan.options.type_k,
-        "type_v": plan.options.type_v,
-    }
+    return {"n_threads": options.n_threads, **plan.load_kwargs()}
