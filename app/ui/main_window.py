@@ -125,7 +125,10 @@ class MainWindow(QMainWindow):
         about.setShortcut(QKeySequence.StandardKey.HelpContents)
         about.triggered.connect(self.show_about)
         quit_action = QAction("Quit", self)
-        quit_action.setShortcuts([QKeySequence.StandardKey.Quit, QKeySequence("Ctrl+Q")])
+        # The platform's Quit key where it has one, and Ctrl+Q everywhere (Windows has none).
+        quit_action.setShortcuts(
+            [QKeySequence(QKeySequence.StandardKey.Quit), QKeySequence("Ctrl+Q")]
+        )
         quit_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         quit_action.triggered.connect(self.close)  # closeEvent pauses downloads, stops engines
         self.addActions([new_chat, about, quit_action])

@@ -497,7 +497,8 @@ class CompareView(QWidget):
 
     def _add_model_action(self, menu: QMenu, model: Any) -> None:
         label = f"{model.name} · {model.quant} · {human_bytes(model.size_bytes)}"
-        action = menu.addAction(label, lambda p=str(model.path): self.add_model(p))
+        path = str(model.path)
+        action = menu.addAction(label, lambda: self.add_model(path))
         action.setToolTip(str(model.path))
 
     def add_model(self, path: str | Path) -> None:
