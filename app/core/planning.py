@@ -82,6 +82,20 @@ class PlanOptions:
     cpu_moe_layers: int = 0  # expert tensors of the first N layers kept in RAM (--n-cpu-moe)
     cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
 
+    @classmethod
+    def from_settings(
+        cls, settings: object, type_k: str = "f16", type_v: str = "f16"
+    ) -> PlanOptions:
+        """The user's memory settings (``app.core.settings.Settings``) as plan options."""
+        flash = {"on": True, "off": False}.get(str(getattr(settings, "flash_attn", "auto")))
+        return cls(
+            type_k,
+            type_v,
+            swa_full=bool(getattr(settings, "swa_full", True)),
+            flash_attn=flash,
+            n_ubatch=int(getattr(settings, "n_ubatch", 512)),
+        )
+
     def settings(self) -> MemorySettings:
         return MemorySettings(self.n_ubatch, self.swa_full, self.flash_attn, self.cpu_moe_layers)
 

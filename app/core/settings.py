@@ -43,8 +43,14 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "server_port": (1, 65535),
     "server_idle_ttl_s": (0, 7 * 86400),
     "min_tokens_per_s": (0.0, 100000.0),
+    "n_ubatch": (32, 8192),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"theme": THEMES, "sampling_preset": PRESETS + ("custom",)}
+FLASH_ATTN = ("auto", "on", "off")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "theme": THEMES,
+    "sampling_preset": PRESETS + ("custom",),
+    "flash_attn": FLASH_ATTN,
+}
 
 
 @dataclass
@@ -70,6 +76,10 @@ class Settings:
     workers: str = ""  # RPC workers, "host:port,host:port" (app.core.rpc), in the order layers go
     server_port: int = 8080  # the local server (Server page, `quantdesk serve`)
     server_idle_ttl_s: int = 600  # unload a model the server has not used for this long; 0: never
+    # Memory settings every plan and load follows (app.core.planning.PlanOptions):
+    swa_full: bool = True  # full-size sliding-window cache: earlier chat turns stay reusable
+    flash_attn: str = "auto"  # auto: on only for a quantized V cache (which needs it)
+    n_ubatch: int = 512  # llama.cpp's physical batch: the compute buffer grows with it
     problems: list[str] = field(default_factory=list, compare=False, repr=False)
     _extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

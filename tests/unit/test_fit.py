@@ -207,3 +207,18 @@ def test_repacked_types_follow_the_cpu_features():
     assert repacked_types("CPU_REPACK", ()) == avx2  # older cached dry runs: AVX2 baseline
     assert repacked_types("AMX", ())["Q8_0"] == 38 / 34
     assert repacked_types("KLEIDIAI", ("neon",)) == {}
+
+
+def test_plan_options_follow_the_user_settings():
+    from app.core.planning import PlanOptions
+    from app.core.settings import Settings
+
+    s = Settings()
+    assert PlanOptions.from_settings(s) == PlanOptions()
+    s.set("swa_full", False)
+    s.set("flash_attn", "on")
+    s.set("n_ubatch", 256)
+    o = PlanOptions.from_settings(s, "q8_0", "q8_0")
+    assert (o.swa_full, o.flash_attn, o.n_ubatch, o.type_v) == (False, True, 256, "q8_0")
+    with pytest.raises(ValueError):
+        s.set("flash_attn", "sometimes")

@@ -103,6 +103,31 @@ class SettingsPage(QWidget):
         hub.add(hub_form)
         chat = Card("New conversations start with")
         chat.add(self.sampling)
+        memory = Card("Memory settings (every plan and load uses them)")
+        self.swa_full = QCheckBox("Full-size cache for sliding-window layers")
+        self.swa_full.setToolTip(
+            "On: earlier turns of a chat stay reusable (no re-reading of the whole conversation); "
+            "off: only the window is kept, far less memory at long contexts (llama-server's default)"
+        )
+        self.flash_attn = QComboBox()
+        for label, value in (("Automatic", "auto"), ("On", "on"), ("Off", "off")):
+            self.flash_attn.addItem(label, value)
+        self.flash_attn.setToolTip(
+            "Automatic: on only for a quantized V cache, which needs it; without flash attention "
+            "the CPU needs an extra work buffer the plan counts"
+        )
+        self.n_ubatch = QSpinBox()
+        self.n_ubatch.setRange(32, 8192)
+        self.n_ubatch.setSingleStep(128)
+        self.n_ubatch.setSuffix(" tokens")
+        self.n_ubatch.setToolTip(
+            "llama.cpp's micro-batch: larger is faster on long prompts, bigger compute buffers"
+        )
+        memory_form = QFormLayout()
+        memory_form.addRow("", self.swa_full)
+        memory_form.addRow("Flash attention", self.flash_attn)
+        memory_form.addRow("Micro-batch", self.n_ubatch)
+        memory.add(memory_form)
         workers = Card("Workers (one model over several computers)")
         self.workers = QLineEdit()
         self.workers.setPlaceholderText(
@@ -138,6 +163,7 @@ class SettingsPage(QWidget):
         column.addWidget(general)
         column.addWidget(hub)
         column.addWidget(chat)
+        column.addWidget(memory)
         column.addWidget(workers)
         column.addStretch(1)
         inner = QWidget()
@@ -168,6 +194,11 @@ class SettingsPage(QWidget):
             lambda _i: self.change("theme", self.theme.currentData())
         )
         self.sampling.changed.connect(self._on_sampling_changed)
+        self.swa_full.toggled.connect(lambda on: self.change("swa_full", on))
+        self.flash_attn.currentIndexChanged.connect(
+            lambda _i: self.change("flash_attn", self.flash_attn.currentData())
+        )
+        self.n_ubatch.valueChanged.connect(lambda v: self.change("n_ubatch", v))
         self.workers.editingFinished.connect(self._on_workers_edited)
 
     # ---- showing ------------------------------------------------------------------------
@@ -186,6 +217,9 @@ class SettingsPage(QWidget):
             self.theme.setCurrentIndex(max(0, self.theme.findData(s.theme)))
             self.sampling.load_defaults(s)
             self.workers.setText(s.workers.replace(",", ", "))
+            self.swa_full.setChecked(s.swa_full)
+            self.flash_attn.setCurrentIndex(max(0, self.flash_attn.findData(s.flash_attn)))
+            self.n_ubatch.setValue(s.n_ubatch)
         finally:
             self._loading = False
 
