@@ -592,7 +592,15 @@ def workload_ram_bytes(
         return need + scoring_extra_bytes(spec, dry, plan.n_ctx, n_batch)
     rows = min(dry.n_ubatch, plan.n_ctx)
     untouched = (rows - 1) * max(spec.n_vocab, 0) * 4
-    return need - min(untouched, dry.cpu_compute_bytes)
+    # What a chat writes of the compute buffer: the reserved size less the logits rows, but at
+    # least the f32 attention scores of a full micro-batch at a full context (without flash
+    # attention), which share the buffer with the logits and so hide under their size.
+    scores = 0
+    if not dry.flash_attn:
+        n_kv = max((c.cells for c in dry.caches if c.kind != "state"), default=pad_ctx(plan.n_ctx))
+        scores = n_kv * rows * spec.n_head * 4
+    touched = max(dry.cpu_compute_bytes - untouched, min(scores, dry.cpu_compute_bytes))
+    return need - (dry.cpu_compute_bytes - touched)
 
 
 def settings_note(flash_attn: bool, swa_full: bool, n_ubatch: int, windowed: bool) -> str:
