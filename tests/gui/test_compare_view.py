@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 from app.core.compare import CompareOptions, Progress, ReplyDone, TextPiece, VariantLoaded
 from app.core.compare_report import COLUMNS
@@ -155,3 +156,21 @@ def test_add_model_offers_the_librarys_variants_of_the_same_model_first(window, 
     assert not any(t.startswith("tiny-Q2_K") for t in texts)  # listed already
     next(a for a in menu.actions() if a.text() == texts[1]).trigger()
     assert view.models() == [str(added["Q2_K"].path), str(added["Q8_0"].path)]
+
+
+def test_screenshot_setup_compares_the_librarys_variants_of_one_model(window, qtbot, tiny_models):
+    from app.core.library import Library
+
+    lib = Library()
+    for q in ("Q4_0", "Q8_0"):  # imported from one folder: variants of one model
+        for _ in lib.import_file(tiny_models[q]):
+            pass
+    view = window.page("Compare")
+    view.screenshot_setup()
+    assert sorted(os.path.basename(m) for m in view.models()) == [
+        os.path.basename(tiny_models["Q4_0"]),
+        os.path.basename(tiny_models["Q8_0"]),
+    ]
+    qtbot.waitUntil(lambda: view.report is not None and not view.busy, timeout=180_000)
+    assert len(view.report.results) == 2
+    assert view.table.item(0, QUALITY_COLUMN) is not None

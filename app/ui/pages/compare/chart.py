@@ -21,7 +21,7 @@ PANELS = (
     "Quality loss vs file size (lower is better)",
     "Quality loss vs speed (lower is better)",
 )
-Y_TITLE = "quality loss (KLD)"
+Y_TITLE = "loss (KLD)"
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ _COLUMN_TIPS = {
     "text_top1_agreement": "Top-1 agreement with the reference over the shipped reference text",
     "peak_rss_bytes": "Highest resident memory of the variant's engine process",
 }
-_MODEL_COLUMN_MAX = 240  # px: file names are long; the tooltip has the full path
+_MODEL_COLUMN_MAX = 180  # px: file names are long; the tooltip has the full path
 # The measured figures behind the headline: shown with "Show the method".
 _METHOD_COLUMNS = ("kld_mean", "top1_agreement", "text_kld_mean", "text_top1_agreement")
 QUALITY_COLUMN = len(COLUMNS)  # the headline, after the report's own columns (shown third)
@@ -282,6 +282,7 @@ class CompareView(QWidget):
         self.model_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.model_list.setFixedHeight(88)
         self.model_list.setMinimumWidth(150)
+        self.model_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         add = QPushButton("Add model…")
         add.setToolTip("Variants of the same model from the Library first, or any GGUF file")
         add.clicked.connect(self._show_add_menu)
@@ -562,6 +563,23 @@ class CompareView(QWidget):
     @property
     def busy(self) -> bool:
         return self._task.busy
+
+    def screenshot_setup(self) -> None:
+        """``quantdesk screenshots``: a short real comparison of the first model in the library
+        that has two or more variants (nothing runs when none has)."""
+        if self.models() or self._context is None:
+            return
+        try:
+            library = [m for m in self._context.library().list() if m.present]
+        except Exception:  # a damaged library: the page stays empty, as for a user
+            return
+        for model in library:
+            group = [m for m in library if same_model(m, model)]
+            if len(group) >= 2:
+                self.set_models([m.path for m in group[:3]])
+                self.prompt_edit.setText("Describe a river in one sentence.")
+                self.start(CompareOptions(max_tokens=24, reference_text_max_tokens=200))
+                return
 
     def shutdown(self) -> None:
         self._task.cancel()
