@@ -208,8 +208,8 @@ def kv_from_dry_run(
         cells = max(
             (_layer_cells(spec, il, n_ctx, n_ubatch) for il in range(n) if per[il]), default=0
         )
-        caches = [{"kind": "formula", "cells": pad_ctx(n_ctx), "layers": n, "bytes": sum(per)}]
-        return KVSplit(per, [0] * n, caches, cells)
+        formula = [{"kind": "formula", "cells": pad_ctx(n_ctx), "layers": n, "bytes": sum(per)}]
+        return KVSplit(per, [0] * n, formula, cells)
     per, state = [0] * n, [0] * n
     caches: list[dict[str, Any]] = []
     max_cells = 0

@@ -104,7 +104,7 @@ def cpu_features(state: State) -> tuple[str, ...]:
     found = getattr(state, "dryrun_cpu_features", None)
     if found is not None:
         return found
-    lib_dir = os.path.join(os.path.dirname(state.llama_cpp.__file__), "lib")
+    lib_dir = os.path.join(os.path.dirname(str(state.llama_cpp.__file__)), "lib")
     found = ()
     try:
         names = [n for n in os.listdir(lib_dir) if n.startswith(("libggml-cpu", "ggml-cpu"))]
@@ -258,7 +258,7 @@ def _cpu_buffer_type(state: State) -> ctypes.c_void_p:
     found = getattr(state, "_cpu_buft", None)
     if found is not None:
         return found
-    lib_dir = os.path.join(os.path.dirname(state.llama_cpp.__file__), "lib")
+    lib_dir = os.path.join(os.path.dirname(str(state.llama_cpp.__file__)), "lib")
     names = sorted(n for n in os.listdir(lib_dir) if n.startswith(("libggml-cpu", "ggml-cpu")))
     if not names:
         raise RequestError("this llama.cpp build has no CPU backend library", "load")
