@@ -129,7 +129,7 @@ class LibraryPage(QWidget):
         # the whole text in the tooltip keeps every column on screen at 900 px.
         head.setSectionResizeMode(SOURCE_COLUMN, QHeaderView.ResizeMode.Interactive)
         head.resizeSection(SOURCE_COLUMN, 150)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.setWordWrap(False)
         self.table.itemSelectionChanged.connect(self._show_details)
         self.table.doubleClicked.connect(lambda _i: self.chat_selected())
@@ -197,6 +197,9 @@ class LibraryPage(QWidget):
         self.table.setRowCount(len(self.models))
         for row, model in enumerate(self.models):
             self._fill_row(row, model)
+        # As wide as the longest source up to a cap; past it, elided with the tooltip.
+        self.table.resizeColumnToContents(SOURCE_COLUMN)
+        self.table.setColumnWidth(SOURCE_COLUMN, min(self.table.columnWidth(SOURCE_COLUMN), 230))
         self.empty.setVisible(not self.models)
         self.table.setVisible(bool(self.models))
         if chosen is not None:
