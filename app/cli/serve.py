@@ -11,7 +11,9 @@ import argparse
 import sys
 
 from app.cli.common import fail
+from app.cli.worker import add_workers_flag
 from app.core.errors import QuantDeskError
+from app.core.rpc import parse_workers
 from app.core.units import parse_size
 from app.server.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TTL_S, ServerOptions
 
@@ -69,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ram-budget", type=_bytes, help="RAM the models may use together (what-if), e.g. 16G"
     )
     p.add_argument("--vram-budget", type=_bytes, help="VRAM the models may use together, e.g. 12G")
+    add_workers_flag(p)
     p.set_defaults(func=run)
 
 
@@ -79,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from app.server.runner import LocalServer
 
     settings = Settings.load()
+    try:
+        workers = parse_workers(args.workers)
+    except QuantDeskError as exc:
+        return fail(str(exc))
     options = ServerOptions(
         host=args.host,
         port=settings.server_port if args.port is None else args.port,
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         n_threads=args.threads,
         ram_budget_bytes=args.ram_budget,
         vram_budget_bytes=args.vram_budget,
+        workers=workers,
     )
     try:
         options.check()

@@ -47,6 +47,7 @@ class ServerOptions:
     vram_budget_bytes: int | None = None
     queue_timeout_s: float = 300.0  # a request waiting longer for its model gets a 503
     load_timeout_s: float = 600.0
+    workers: tuple[str, ...] = ()  # RPC workers a model may be split over (app.core.rpc)
 
     def check(self) -> None:
         """Refuse unsafe or impossible options (raises :class:`ServerConfigError`)."""

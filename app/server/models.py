@@ -266,7 +266,9 @@ class ModelPool:
         """The plan to load ``model`` with, unloading LRU idle models while that helps."""
         o = self.options
         full = self.planner.budget(o.ram_budget_bytes, o.vram_budget_bytes)
-        alone = self.planner.plan_load(model.path, o.n_ctx, budget=full)  # PlanError: a 503
+        alone = self.planner.plan_load(  # PlanError: a 503
+            model.path, o.n_ctx, budget=full, workers=o.workers
+        )
         while True:
             with self._lock:
                 held = list(self._slots.values())
@@ -280,7 +282,9 @@ class ModelPool:
             plan: LoadPlan | None
             try:
                 plan = (
-                    alone if not held else self.planner.plan_load(model.path, o.n_ctx, budget=left)
+                    alone
+                    if not held
+                    else self.planner.plan_load(model.path, o.n_ctx, budget=left, workers=o.workers)
                 )
                 error: PlanError | None = None
             except PlanError as exc:
