@@ -216,7 +216,7 @@ def _recommend_by_speed(
     ranked: list[VariantFit], running: list[VariantFit], speed: SpeedRule
 ) -> Recommendation:
     """The user's rule: best quality among the variants that fit and reach the minimum speed."""
-    rate = {v.file: speed.tokens_per_s(v.offload.plan) for v in running}
+    rate = {v.file: speed.rate(v.file, v.offload.plan) for v in running}
     pool = [v for v in running if not v.low_quality] or running
     fast = [v for v in pool if rate[v.file] >= speed.min_tok_s]
     best = pool[0]
@@ -241,5 +241,9 @@ def _recommend_by_speed(
         reason += f". Warning: {pick.warning}"
     alternative = best if pick is not best else None
     notes = [speed.describe()]
-    notes += [f"{v.quant}: about {rate[v.file]:.1f} tokens/s" for v in running]
+    notes += [
+        f"{v.quant}: {'measured' if v.file in speed.measured else 'about'} "
+        f"{rate[v.file]:.1f} tokens/s"
+        for v in running
+    ]
     return Recommendation(ranked, pick, reason, alternative, notes)

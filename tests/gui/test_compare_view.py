@@ -174,3 +174,22 @@ def test_screenshot_setup_compares_the_librarys_variants_of_one_model(window, qt
     qtbot.waitUntil(lambda: view.report is not None and not view.busy, timeout=180_000)
     assert len(view.report.results) == 2
     assert view.table.item(0, QUALITY_COLUMN) is not None
+
+
+def test_a_sequential_run_records_measured_speeds_for_the_recommendation(qtbot, tiny_models):
+    from app.core import speed
+
+    paths = [tiny_models["Q4_0"], tiny_models["Q8_0"]]
+    view = CompareView(models=paths)
+    qtbot.addWidget(view)
+    view.prompt_edit.setText("hello")
+    view.start(CompareOptions(max_tokens=16, mode="sequential", reference_text=""))
+    qtbot.waitUntil(lambda: view.report is not None and not view.busy, timeout=180_000)
+    assert view.report.mode == "sequential"
+    for result in view.report.results:
+        assert speed.measured_speed(result.model) == result.gen_tok_s > 0
+    # A parallel run shares the CPU: its slower figures do not replace the solo ones.
+    before = speed.measured_speed(paths[0])
+    view.start(CompareOptions(max_tokens=16, mode="parallel", reference_text=""))
+    qtbot.waitUntil(lambda: view.report is not None and not view.busy, timeout=180_000)
+    assert view.report.mode == "parallel" and speed.measured_speed(paths[0]) == before

@@ -31,3 +31,30 @@ def test_the_rule_is_shown_and_follows_the_setting(window, qtbot, hub):
     assert "F16 is better quality and fits too" in page.advice.reason
     assert f"{floor} tokens/s" in page.advice.reason
     assert page.advice.alternative == by_quant["F16"]
+
+
+def test_a_downloaded_variant_uses_its_measured_speed(window, qtbot, hub):
+    from PySide6.QtCore import Qt
+
+    from app.core import speed
+    from app.ui.pages.models.table import COL_FIT
+
+    page = window.show_page("Models")
+    page.open_repo(TINY_REPO)
+    qtbot.waitUntil(lambda: page.advice is not None, timeout=120_000)
+    f16 = next(v for v in page.table_model.variants if v.quant == "F16")
+    page.request_download(f16)
+    item = window.page("Downloads").find_item(TINY_REPO, f16.file)
+    qtbot.waitUntil(lambda: item.row.state == "done" and not item.active, timeout=60_000)
+    # A comparison measured it far below the minimum on this machine (say, a busy one).
+    speed.record_measured(item.last.model.path, 0.5)
+    page.replan()
+    qtbot.waitUntil(lambda: page.advice is not None, timeout=120_000)
+    assert page.speeds[f16.file] == 0.5
+    assert page.advice.recommended != f16.file
+    assert "F16 is better quality and fits too, but would write only about 0.5" in (
+        page.advice.reason
+    )
+    row = page.table_model.row_of(f16.file)
+    tip = page.table_model.index(row, COL_FIT).data(Qt.ItemDataRole.ToolTipRole)
+    assert "measured in a comparison" in tip

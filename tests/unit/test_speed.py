@@ -74,3 +74,26 @@ def test_a_low_minimum_takes_the_best_quality_and_an_unreachable_one_the_fastest
     rec = recommend(list(by.values()), budget, speed=SpeedRule(1000, 50e9))
     # Nothing reaches it: the fastest of good quality (never Q2/Q3 while Q4 fits).
     assert rec.recommended is by["Q4_K_M"] and "no variant of good quality" in rec.reason
+
+
+def test_a_measured_speed_is_kept_per_file_and_forgotten_when_the_file_changes(tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x" * 1000)
+    assert speed.measured_speed(model, tmp_path) is None
+    speed.record_measured(model, 42.5, tmp_path)
+    assert speed.measured_speed(model, tmp_path) == 42.5
+    model.write_bytes(b"x" * 2000)  # replaced by another file: the figure no longer applies
+    assert speed.measured_speed(model, tmp_path) is None
+    speed.record_measured(tmp_path / "gone.gguf", 10.0, tmp_path)  # no file: nothing kept
+    assert speed.measured_speed(tmp_path / "gone.gguf", tmp_path) is None
+
+
+def test_the_rule_prefers_a_measured_speed_to_the_estimate(fits):
+    by, budget = fits
+    estimate = SpeedRule(10, 50e9)
+    # F16 was run here and wrote 12 tokens/s: above the minimum, so the best quality is taken.
+    measured = SpeedRule(10, 50e9, measured={by["F16"].file: 12.0})
+    assert recommend(list(by.values()), budget, speed=estimate).recommended is not by["F16"]
+    rec = recommend(list(by.values()), budget, speed=measured)
+    assert rec.recommended is by["F16"] and "about 12 tokens/s" in rec.reason
+    assert "F16: measured 12.0 tokens/s" in rec.notes

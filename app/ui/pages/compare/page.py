@@ -59,6 +59,7 @@ from app.core.compare_report import (
     to_markdown,
 )
 from app.core.planning import Planner
+from app.core.speed import record_measured
 from app.core.taskeval import PromptItem, read_prompts
 from app.ui.bridge import CancelToken, LatestTask, TaskRunner
 from app.ui.pages.compare.chart import ChartPoint, QualityChart
@@ -170,7 +171,7 @@ def _work(
                 raise ValueError(f"{Path(prompt_file).name} has no usable prompt")
         else:
             items = [PromptItem.single(prompt)]
-        yield from run_compare(
+        for event in run_compare(
             models,
             items,
             reference=reference,
@@ -178,7 +179,14 @@ def _work(
             cancel=token,
             task_errors=errors,
             planner=planner,
-        )
+        ):
+            if isinstance(event, Finished) and event.report.mode == "sequential":
+                # Real speeds on this machine, each variant alone on the CPU (a parallel run
+                # shares it, so its figures are lower): the Models page prefers them to estimates.
+                for result in rows(event.report):
+                    if result["gen_tok_s"] and not result["error"]:
+                        record_measured(result["model"], result["gen_tok_s"])
+            yield event
 
     return job
 

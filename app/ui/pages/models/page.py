@@ -39,7 +39,7 @@ from app.core.hub import RepoSummary, Variant
 from app.core.library import LibraryModel
 from app.core.planning import PlannedVariant, RepoAdvice
 from app.core.recommend import recommend
-from app.core.speed import SpeedRule, memory_bandwidth
+from app.core.speed import SpeedRule, measured_speed, memory_bandwidth
 from app.ui.bridge import LatestTask
 from app.ui.context import AppContext
 from app.ui.pages.models.details import VariantDetails
@@ -55,6 +55,7 @@ class _Bandwidth:
     """The measured memory bandwidth, sent ahead of the plans."""
 
     bytes_per_s: float
+    measured: dict[str, float]  # variant file -> tokens/s a comparison measured on this machine
 
 
 CONTEXT_STOPS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
@@ -94,6 +95,7 @@ class ModelsPage(QWidget):
         self.plan_task = LatestTask(context.runner, self)
         self.ask_confirmation = self._ask_confirmation  # tests may replace the dialog
         self._bandwidth: float | None = None
+        self._measured: dict[str, float] = {}
         self._planner_advice: RepoAdvice | None = None
         self.speeds: dict[str, float] = {}  # file -> estimated tokens/s under the speed rule
         self._downloading: set[str] = set()  # files this page sent to Downloads, until they land
@@ -415,8 +417,11 @@ class ModelsPage(QWidget):
         self._planned = 0
         planner = self.context.planner
 
+        local = {file: m.path for file, m in self._local_models().items()}
+
         def work(token: CancelToken) -> Iterator[object]:
-            yield _Bandwidth(memory_bandwidth())  # measured once, then cached on disk
+            measured = {f: s for f, p in local.items() if (s := measured_speed(p)) is not None}
+            yield _Bandwidth(memory_bandwidth(), measured)  # bandwidth: measured once, cached
             yield from planner.plan_variants(variants, n_ctx, token)
 
         self.plan_task.start(work, name="plan-repo")
@@ -439,7 +444,8 @@ class ModelsPage(QWidget):
         """The user's rule (Settings: minimum tokens/s) with this machine's measured bandwidth."""
         if self._bandwidth is None:
             return None
-        return SpeedRule(self.context.settings.min_tokens_per_s, self._bandwidth)
+        rule = SpeedRule(self.context.settings.min_tokens_per_s, self._bandwidth)
+        return SpeedRule(rule.min_tok_s, rule.ram_bandwidth, measured=dict(self._measured))
 
     def _apply_speed_rule(self, advice: RepoAdvice) -> RepoAdvice:
         """The planner's advice, re-decided by the user's speed rule over the same plans."""
@@ -449,7 +455,7 @@ class ModelsPage(QWidget):
         if rule is None or not fits or budget is None:
             return advice
         rec = recommend(fits, budget, speed=rule)
-        self.speeds = {f.file: rule.tokens_per_s(f.offload.plan) for f in fits}
+        self.speeds = {f.file: rule.rate(f.file, f.offload.plan) for f in fits}
         return RepoAdvice(
             advice.n_ctx,
             rec.recommended.file if rec.recommended else None,
@@ -461,6 +467,7 @@ class ModelsPage(QWidget):
     def _on_plan_item(self, item: PlannedVariant | RepoAdvice | _Bandwidth) -> None:
         if isinstance(item, _Bandwidth):
             self._bandwidth = item.bytes_per_s
+            self._measured = item.measured
             return
         if isinstance(item, PlannedVariant):
             self._cap_context(item.n_ctx_train)
@@ -475,6 +482,7 @@ class ModelsPage(QWidget):
         item = self._apply_speed_rule(item)
         self.advice = item
         self.table_model.speeds = dict(self.speeds)
+        self.table_model.measured = set(self._measured)
         self.table_model.set_recommended(item.recommended)
         self.plan_status.setText(f"Planned at {human_count(item.n_ctx)} tokens of context")
         row = self.table_model.row_of(item.recommended) if item.recommended else None

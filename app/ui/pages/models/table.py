@@ -50,6 +50,7 @@ class VariantTableModel(QAbstractTableModel):
         self.fits: dict[str, PlannedVariant] = {}
         self.recommended: str | None = None
         self.speeds: dict[str, float] = {}  # file -> estimated tokens/s (the Models page's rule)
+        self.measured: set[str] = set()  # files whose speed a real run measured
 
     # --- data in ---------------------------------------------------------------------------
     def set_variants(self, variants: list[Variant]) -> None:
@@ -145,7 +146,8 @@ class VariantTableModel(QAbstractTableModel):
             return f"Trained for {fit.n_ctx_train:,} tokens of context"
         if fit is not None and fit.offload is not None:
             rate = self.speeds.get(variant.file)
-            guess = f"\nAbout {rate:.1f} tokens/s on this machine (estimate)" if rate else ""
+            how = "measured in a comparison" if variant.file in self.measured else "estimate"
+            guess = f"\nAbout {rate:.1f} tokens/s on this machine ({how})" if rate else ""
             return fit.offload.reason + guess
         return ""
 
