@@ -20,7 +20,8 @@ from app.core.errors import QuantDeskError
 from app.core.fit import KV_TYPES, Budget, OffloadPlan
 from app.core.gguf_header import GGUFError, ModelSpec
 from app.core.hardware import HardwareProfile
-from app.core.planning import Planner
+from app.core.planning import Planner, speed_rule
+from app.core.settings import Settings
 from app.core.units import parse_size
 
 _FIRST_OR_SINGLE = re.compile(r"(?<!-\d{5}-of-\d{5})\.gguf$|-00001-of-\d{5}\.gguf$", re.IGNORECASE)
@@ -55,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_plan)
     r = sub.add_parser("recommend", help="which variant of a repo fits this machine best")
     r.add_argument("repo", help="a Hub repo id (owner/name) or a local folder of .gguf variants")
+    r.add_argument(
+        "--min-tok-s",
+        type=float,
+        default=None,
+        help="the speed floor of the recommendation (default: the app's setting, 10 tokens/s)",
+    )
     _common(r)
     r.set_defaults(func=run_recommend)
 
@@ -170,8 +177,14 @@ def run_recommend(args: argparse.Namespace) -> int:
     with Planner() as planner:
         try:
             budget = _budget(planner, args)
+            sources = variant_sources(args.repo)
+            local = {name: src for name, src, _ in sources if not src.startswith("http")}
+            floor = args.min_tok_s
+            if floor is None:
+                floor = Settings.load().min_tokens_per_s
+            rule = speed_rule(floor, local)
             rec = planner.recommend_sources(
-                variant_sources(args.repo), args.ctx, options=options, budget=budget
+                sources, args.ctx, options=options, budget=budget, speed=rule
             )
         except QuantDeskError as exc:  # GGUFError, HubError, EngineError: messages for people
             return fail(str(exc))

@@ -50,6 +50,7 @@ from app.core.gguf_header import (
 )
 from app.core.hardware import HardwareProfile, detect
 from app.core.recommend import Recommendation, VariantFit, budget_for, fit_variant, recommend
+from app.core.speed import SpeedRule, measured_speed, memory_bandwidth
 from app.core.units import human_bytes
 
 if TYPE_CHECKING:
@@ -364,6 +365,7 @@ class Planner:
         *,
         options: PlanOptions | None = None,
         budget: Budget | None = None,
+        speed: SpeedRule | None = None,
     ) -> Iterator[PlannedVariant | RepoAdvice]:
         """Each Hub variant's plan as soon as it is known, then the :class:`RepoAdvice`."""
         from app.core import hub
@@ -406,14 +408,7 @@ class Planner:
         if not fits:
             yield RepoAdvice(n_ctx, None, "no variant could be planned")
             return
-        rec = recommend(fits, budget)
-        yield RepoAdvice(
-            n_ctx,
-            rec.recommended.file if rec.recommended else None,
-            rec.reason,
-            rec.alternative.file if rec.alternative else None,
-            tuple(rec.notes) + tuple(self.profile().warnings),
-        )
+        yield advise(fits, budget, n_ctx, speed, self.profile().warnings)
 
     def recommend_sources(
         self,
@@ -422,6 +417,7 @@ class Planner:
         *,
         options: PlanOptions | None = None,
         budget: Budget | None = None,
+        speed: SpeedRule | None = None,
     ) -> Recommendation:
         """A recommendation over ``(name, path or URL, request headers)`` (headers in parallel)."""
         if not sources:
@@ -436,7 +432,7 @@ class Planner:
             )
             for (name, src, hdrs), spec in zip(sources, specs, strict=True)
         ]
-        return recommend(fits, budget)
+        return recommend(fits, budget, speed=speed)
 
     def plan_library(
         self,
@@ -555,6 +551,32 @@ def _plan_with_workers(
         sp.tensor_split,
         sp,
     )
+
+
+def advise(
+    fits: list[VariantFit],
+    budget: Budget,
+    n_ctx: int,
+    speed: SpeedRule | None = None,
+    warnings: Iterable[str] = (),
+) -> RepoAdvice:
+    """The recommendation over planned variants, in words (``speed``: the user's speed rule)."""
+    rec = recommend(fits, budget, speed=speed)
+    reason = f"{rec.reason}.\n{speed.describe()}" if speed is not None else rec.reason
+    return RepoAdvice(
+        n_ctx,
+        rec.recommended.file if rec.recommended else None,
+        reason,
+        rec.alternative.file if rec.alternative else None,
+        tuple(rec.notes) + tuple(warnings),
+    )
+
+
+def speed_rule(min_tok_s: float, measured: dict[str, str | Path] | None = None) -> SpeedRule:
+    """The rule "at least ``min_tok_s`` tokens/s" with this machine's memory speed (measured once
+    and cached) and the speeds measured for local files (``measured``: variant file -> path)."""
+    found = {f: s for f, p in (measured or {}).items() if (s := measured_speed(p)) is not None}
+    return SpeedRule(min_tok_s, memory_bandwidth(), measured=found)
 
 
 def header_estimate(spec: ModelSpec) -> int:

@@ -10,7 +10,7 @@ thread; a newer request supersedes an older one, whose results are dropped (Late
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer
@@ -37,9 +37,8 @@ from app.core import hub
 from app.core.cancel import CancelToken
 from app.core.hub import RepoSummary, Variant
 from app.core.library import LibraryModel
-from app.core.planning import PlannedVariant, RepoAdvice
-from app.core.recommend import recommend
-from app.core.speed import SpeedRule, measured_speed, memory_bandwidth
+from app.core.planning import PlannedVariant, RepoAdvice, advise, speed_rule
+from app.core.speed import SpeedRule
 from app.ui.bridge import LatestTask
 from app.ui.context import AppContext
 from app.ui.pages.models.details import VariantDetails
@@ -51,11 +50,10 @@ from app.ui.widgets.lists import SUBTITLE_ROLE, TwoLineDelegate
 
 
 @dataclass(frozen=True)
-class _Bandwidth:
-    """The measured memory bandwidth, sent ahead of the plans."""
+class _Rule:
+    """The speed rule the plans below are decided by, sent ahead of them."""
 
-    bytes_per_s: float
-    measured: dict[str, float]  # variant file -> tokens/s a comparison measured on this machine
+    rule: SpeedRule
 
 
 CONTEXT_STOPS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
@@ -94,9 +92,7 @@ class ModelsPage(QWidget):
         self.variants_task = LatestTask(context.runner, self)
         self.plan_task = LatestTask(context.runner, self)
         self.ask_confirmation = self._ask_confirmation  # tests may replace the dialog
-        self._bandwidth: float | None = None
-        self._measured: dict[str, float] = {}
-        self._planner_advice: RepoAdvice | None = None
+        self._rule: SpeedRule | None = None  # the speed rule of the current plans
         self.speeds: dict[str, float] = {}  # file -> estimated tokens/s under the speed rule
         self._downloading: set[str] = set()  # files this page sent to Downloads, until they land
         self._replan_timer = QTimer(self, singleShot=True, interval=150)
@@ -411,7 +407,6 @@ class ModelsPage(QWidget):
             return
         self.table_model.clear_fits()
         self.advice = None
-        self._planner_advice = None
         n_ctx = self.n_ctx
         self.plan_status.setText(f"Checking {len(variants)} variants at {human_count(n_ctx)}…")
         self._planned = 0
@@ -419,10 +414,12 @@ class ModelsPage(QWidget):
 
         local = {file: m.path for file, m in self._local_models().items()}
 
+        min_tok_s = self.context.settings.min_tokens_per_s
+
         def work(token: CancelToken) -> Iterator[object]:
-            measured = {f: s for f, p in local.items() if (s := measured_speed(p)) is not None}
-            yield _Bandwidth(memory_bandwidth(), measured)  # bandwidth: measured once, cached
-            yield from planner.plan_variants(variants, n_ctx, token)
+            rule = speed_rule(min_tok_s, dict(local))  # the bandwidth is measured once, cached
+            yield _Rule(rule)
+            yield from planner.plan_variants(variants, n_ctx, token, speed=rule)
 
         self.plan_task.start(work, name="plan-repo")
 
@@ -436,38 +433,23 @@ class ModelsPage(QWidget):
 
     def _on_settings_changed(self) -> None:
         """A new minimum speed re-decides the recommendation over the plans already made."""
-        raw = self._planner_advice
-        if raw is not None and self.advice is not None and not self.plan_task.busy:
-            self._on_plan_item(raw)
-
-    def speed_rule(self) -> SpeedRule | None:
-        """The user's rule (Settings: minimum tokens/s) with this machine's measured bandwidth."""
-        if self._bandwidth is None:
-            return None
-        rule = SpeedRule(self.context.settings.min_tokens_per_s, self._bandwidth)
-        return SpeedRule(rule.min_tok_s, rule.ram_bandwidth, measured=dict(self._measured))
-
-    def _apply_speed_rule(self, advice: RepoAdvice) -> RepoAdvice:
-        """The planner's advice, re-decided by the user's speed rule over the same plans."""
-        rule = self.speed_rule()
+        if self._rule is None or self.advice is None or self.plan_task.busy:
+            return
+        self._rule = replace(self._rule, min_tok_s=self.context.settings.min_tokens_per_s)
         fits = [f.fit for f in self.table_model.fits.values() if f.fit is not None]
         budget = next((f.budget for f in self.table_model.fits.values() if f.budget), None)
-        if rule is None or not fits or budget is None:
-            return advice
-        rec = recommend(fits, budget, speed=rule)
-        self.speeds = {f.file: rule.rate(f.file, f.offload.plan) for f in fits}
-        return RepoAdvice(
-            advice.n_ctx,
-            rec.recommended.file if rec.recommended else None,
-            f"{rec.reason}.\n{rule.describe()}",
-            rec.alternative.file if rec.alternative else None,
-            advice.warnings,
-        )
+        if fits and budget is not None:
+            self._on_plan_item(
+                advise(fits, budget, self.advice.n_ctx, self._rule, self.advice.warnings)
+            )
 
-    def _on_plan_item(self, item: PlannedVariant | RepoAdvice | _Bandwidth) -> None:
-        if isinstance(item, _Bandwidth):
-            self._bandwidth = item.bytes_per_s
-            self._measured = item.measured
+    def speed_rule(self) -> SpeedRule | None:
+        """The rule the current plans were decided by (Settings: minimum tokens/s)."""
+        return self._rule
+
+    def _on_plan_item(self, item: PlannedVariant | RepoAdvice | _Rule) -> None:
+        if isinstance(item, _Rule):
+            self._rule = item.rule
             return
         if isinstance(item, PlannedVariant):
             self._cap_context(item.n_ctx_train)
@@ -478,11 +460,12 @@ class ModelsPage(QWidget):
             if self._selected_row() == self.table_model.row_of(item.variant.file):
                 self._show_details()
             return
-        self._planner_advice = item
-        item = self._apply_speed_rule(item)
         self.advice = item
+        fits = [f.fit for f in self.table_model.fits.values() if f.fit is not None]
+        rule = self._rule
+        self.speeds = {f.file: rule.rate(f.file, f.offload.plan) for f in fits} if rule else {}
         self.table_model.speeds = dict(self.speeds)
-        self.table_model.measured = set(self._measured)
+        self.table_model.measured = set(rule.measured) if rule else set()
         self.table_model.set_recommended(item.recommended)
         self.plan_status.setText(f"Planned at {human_count(item.n_ctx)} tokens of context")
         row = self.table_model.row_of(item.recommended) if item.recommended else None
