@@ -28,10 +28,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import queue
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -205,7 +205,7 @@ def _exclusive(parts: Path, variant: Variant) -> Iterator[None]:
     handle = lock.open("a+b")
     try:
         try:
-            if os.name == "nt":
+            if sys.platform == "win32":
                 import msvcrt
 
                 msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
@@ -350,7 +350,7 @@ class _Reporter:
 class _Sink:
     """Writes and hashes chunks in a thread, so hashing overlaps the network reads."""
 
-    def __init__(self, part: Path, h: hashlib._Hash) -> None:  # type: ignore[name-defined]
+    def __init__(self, part: Path, h: hashlib._Hash) -> None:
         self.h = h
         self.handle = part.open("ab", buffering=0)  # unbuffered: a kill loses no written chunk
         self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_CHUNKS)

@@ -11,6 +11,7 @@ untrusted, so :func:`safe_join` refuses any name that would land outside the lib
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -139,7 +140,7 @@ def safe_join(root: Path, *names: str) -> Path:
 
 
 def hash_into(
-    h: hashlib._Hash,  # type: ignore[name-defined]
+    h: hashlib._Hash,
     path: Path,
     limit: int | None = None,
     cancel: threading.Event | None = None,
@@ -214,8 +215,8 @@ class Library:
     # -- changing -------------------------------------------------------------------------------
     def add(
         self,
-        files: list[Path],
-        sha256: list[str],
+        files: builtins.list[Path],
+        sha256: builtins.list[str],
         *,
         source: str,
         repo_id: str | None = None,
@@ -249,7 +250,9 @@ class Library:
             )
         return self.get(files[0])
 
-    def remove(self, model: LibraryModel, *, delete_files: bool | None = None) -> list[Path]:
+    def remove(
+        self, model: LibraryModel, *, delete_files: bool | None = None
+    ) -> builtins.list[Path]:
         """Forget ``model``; delete its files when they live in the library folder (the default)
         or when ``delete_files`` is True.  Returns the files deleted."""
         inside = all(p.resolve().is_relative_to(self.folder.resolve()) for p in model.files)

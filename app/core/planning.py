@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -572,7 +572,7 @@ def advise(
     )
 
 
-def speed_rule(min_tok_s: float, measured: dict[str, str | Path] | None = None) -> SpeedRule:
+def speed_rule(min_tok_s: float, measured: Mapping[str, str | Path] | None = None) -> SpeedRule:
     """The rule "at least ``min_tok_s`` tokens/s" with this machine's memory speed (measured once
     and cached) and the speeds measured for local files (``measured``: variant file -> path)."""
     found = {f: s for f, p in (measured or {}).items() if (s := measured_speed(p)) is not None}
