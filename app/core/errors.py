@@ -47,9 +47,7 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout"  # a bounded wait ran out
     LIMIT = "limit"  # a resource limit (memory, template time, header size) was hit
     CANCELLED = "cancelled"
-    BUSY = (
-        "busy"  # the same work already runs elsewhere (this variant downloading in another window)
-    )
+    BUSY = "busy"  # the same work already runs (a download in another window)
     STORAGE = "storage"  # the library index or the chat store
     INTERNAL = "internal"
 
