@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.core.library import Library
-    from app.core.planning import default_planner
+    from app.core.planning import PlanOptions, default_planner
     from app.core.settings import Settings
     from app.server.runner import LocalServer
 
@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         options.check()
         library = Library()
-        server = LocalServer(options, default_planner(), library)
+        planner = default_planner()
+        planner.options = PlanOptions.from_settings(settings)  # the app's memory settings
+        server = LocalServer(options, planner, library)
         if options.models:
             for key in options.models:
                 server.pool.resolve(key)  # an unknown name fails now, not at the first request

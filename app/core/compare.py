@@ -36,7 +36,7 @@ from app.core.engine.protocol import (
 )
 from app.core.errors import ErrorKind, QuantDeskError
 from app.core.gguf_header import GGUFError, ModelSpec, read_local
-from app.core.planning import Planner, RunPlan
+from app.core.planning import Planner, PlanOptions, RunPlan
 from app.core.quality import DEFAULT_TOP_K, Drift, ScoreResult
 from app.core.taskeval import PromptItem, build_task_report
 
@@ -252,7 +252,9 @@ class _Run:
         ref: int,
         options: CompareOptions,
         cancel: CancelToken | None,
+        memory: PlanOptions,
     ) -> None:
+        self.memory = memory  # the settings the plan was made for: every variant loads with them
         self.slots = [_Slot(i, v) for i, v in enumerate(variants)]
         self.items = items
         self.ref = ref
@@ -275,7 +277,12 @@ class _Run:
     # -- jobs ----------------------------------------------------------------------------
     def _load(self, slot: _Slot, emit: Callable[[Any], None], n_threads: int | None) -> None:
         slot.engine = Engine()
-        info = slot.engine.load(slot.variant.path, n_ctx=self.options.n_ctx, n_threads=n_threads)
+        info = slot.engine.load(
+            slot.variant.path,
+            n_ctx=self.options.n_ctx,
+            n_threads=n_threads,
+            **self.memory.load_kwargs(),
+        )
         slot.load_s = info.load_s
         emit(VariantLoaded(slot.index, info.load_s))
 
@@ -435,7 +442,8 @@ def run_compare(
             plan, mode=options.mode, reason=f"{options.mode} as requested; {plan.reason}"
         )
     yield PlanReady(plan, variants, ref)
-    run = _Run(variants, items, ref, options, cancel)
+    memory = planner.options if planner is not None else PlanOptions()
+    run = _Run(variants, items, ref, options, cancel, memory)
     for slot in run.slots:
         slot.replies = [None] * len(items)
     if plan.mode == "parallel":

@@ -256,8 +256,12 @@ class Planner:
         *,
         detector: Callable[[], HardwareProfile] = detect,
         runner: DryRunner | None = None,
+        options: PlanOptions | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        # The memory settings plans are made for unless a call names its own (the app sets the
+        # user's, from Settings; the engine then loads with the plan's).
+        self.options = options or PlanOptions()
         self._profile = profile
         self._detector = detector
         self.runner = runner or DryRunner()
@@ -290,7 +294,7 @@ class Planner:
         options: PlanOptions | None = None,
         headers: dict[str, str] | None = None,
     ) -> DryRunFn:
-        o = options or PlanOptions()
+        o = options or self.options
         return self.runner.dry_fn(
             source,
             spec,
@@ -313,7 +317,7 @@ class Planner:
         headers: dict[str, str] | None = None,
     ) -> VariantFit:
         """The plan of one model (file or URL) at ``n_ctx`` under ``budget`` (this machine's)."""
-        o = options or PlanOptions()
+        o = options or self.options
         spec = self.spec(source, headers)
         fn = self.dry_fn(source, spec, o, headers)
         label = name or Path(str(source).split("?")[0]).name
@@ -333,7 +337,7 @@ class Planner:
         The context is ``want_ctx`` (or the model's trained context when smaller); when it does
         not fit, the largest one that does is taken and the reason says so.
         """
-        o = options or PlanOptions()
+        o = options or self.options
         spec = self.spec(path)
         want = max(MIN_CTX, min(want_ctx, int(spec.n_ctx_train or want_ctx)))
         budget = budget or self.budget()
@@ -370,7 +374,7 @@ class Planner:
         """Each Hub variant's plan as soon as it is known, then the :class:`RepoAdvice`."""
         from app.core import hub
 
-        o = options or PlanOptions()
+        o = options or self.options
         budget = budget or self.budget()
         headers = hub.request_headers()
         stop = cancel or CancelToken()
@@ -422,7 +426,7 @@ class Planner:
         """A recommendation over ``(name, path or URL, request headers)`` (headers in parallel)."""
         if not sources:
             raise GGUFError("no .gguf variants to plan")
-        o = options or PlanOptions()
+        o = options or self.options
         budget = budget or self.budget()
         with ThreadPoolExecutor(max_workers=HEADER_READERS) as pool:
             specs = list(pool.map(lambda s: self.spec(s[1], s[2]), sources))
@@ -493,7 +497,7 @@ class Planner:
             # llama.cpp refused it (the load will say why): count the weights only, never a
             # formula over the file's layer count, which is not trusted here.
             return header_estimate(spec)
-        o = options or PlanOptions()
+        o = options or self.options
         plan = plan_memory(spec, dry, n_ctx, 0, o.type_k, o.type_v)
         return workload_ram_bytes(spec, dry, plan, workload)
 

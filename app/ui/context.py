@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QWidget
 
 from app.core.hardware import HardwareProfile
 from app.core.library import Library
-from app.core.planning import Planner
+from app.core.planning import Planner, PlanOptions
 from app.core.settings import Settings
 from app.ui.bridge import TaskRunner
 
@@ -120,6 +120,10 @@ class AppContext:
                 self._settings = Settings.load()
                 apply_theme(self._settings.theme)
             return self._settings
+
+    def apply_settings(self) -> None:
+        """Plans follow the memory settings in force (and loads follow the plans)."""
+        self.planner.options = PlanOptions.from_settings(self.settings)
 
     def hardware(self, refresh: bool = False) -> HardwareProfile:
         """This machine's profile (detected on first use; call from a worker thread)."""

@@ -71,7 +71,8 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self.context = AppContext(self, self._page_of, planner)
         # Settings first: loading them applies the theme before any page is drawn.
-        _ = self.context.settings
+        self.context.apply_settings()
+        self.context.events.settings_changed.connect(self.context.apply_settings)
         self.context.events.badge_changed.connect(self.set_badge)
         self._closed = False
         self.sidebar = QListWidget()

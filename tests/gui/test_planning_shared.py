@@ -45,3 +45,16 @@ def test_chat_plans_a_second_model_like_a_fresh_planner_would(window, qtbot, tin
     assert cache, "the window's planner wrote no dry run"
     for entry in cache.values():
         assert abs(entry["base_rss_bytes"] - overhead) < 8 * MIB, entry["base_rss_bytes"]
+
+
+def test_plans_follow_the_memory_settings_in_force(window, tiny_models):
+    from app.core.planning import PlanOptions
+
+    planner = window.context.planner
+    default = planner.fit(tiny_models["Q8_0"], 2048, options=PlanOptions()).offload.plan
+    window.context.settings.n_ubatch = 128
+    window.context.events.settings_changed.emit()  # what the Settings page does on save
+    assert planner.options.n_ubatch == 128
+    smaller = planner.fit(tiny_models["Q8_0"], 2048).offload.plan  # no options: the settings'
+    assert smaller.compute_bytes < default.compute_bytes  # llama.cpp reserved for 128-row batches
+    assert planner.plan_load(tiny_models["Q8_0"], 2048).load_kwargs()["n_ubatch"] == 128
