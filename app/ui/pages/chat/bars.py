@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QSize, Qt, Signal
+from PySide6.QtGui import QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -19,8 +20,15 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPushButton,
     QSpinBox,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionComboBox,
+    QStyleOptionViewItem,
+    QStylePainter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +38,62 @@ from app.ui.dialogs import confirm
 from app.ui.widgets.cards import PlainLabel, plain_tooltip
 
 ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+class _NarrowItems(QStyledItemDelegate):
+    """Items no wider than the list asks for: a long title is elided, never scrolled sideways."""
+
+    def sizeHint(  # noqa: N802 - Qt's name
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        # A list item as wide as its text grew a horizontal scroll bar (issue 16).
+        return QSize(60, super().sizeHint(option, index).height())
+
+
+class ElidingComboBox(QComboBox):
+    """A combo box that elides its current text with "…" (the whole text in the tooltip).
+
+    Qt's combo box draws the current text clipped at its edge ("gemma-3-270m-Q"), which reads as
+    a different model; this one draws what :meth:`shown_text` says.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        self.base_tip = ""
+        self.currentIndexChanged.connect(self._update_tip)
+
+    def setToolTip(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self.base_tip = text
+        self._update_tip()
+
+    def _update_tip(self, _index: int = 0) -> None:
+        current = self.currentText()
+        tip = f"{current}\n{self.base_tip}" if current else self.base_tip
+        super().setToolTip(plain_tooltip(tip))
+
+    def _text_width(self) -> int:
+        opt = QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        rect = self.style().subControlRect(
+            QStyle.ComplexControl.CC_ComboBox, opt, QStyle.SubControl.SC_ComboBoxEditField, self
+        )
+        return max(0, rect.width() - 4)
+
+    def shown_text(self) -> str:
+        """The current text as drawn: whole when it fits, else elided at the end."""
+        return self.fontMetrics().elidedText(
+            self.currentText(), Qt.TextElideMode.ElideRight, self._text_width()
+        )
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
+        painter = QStylePainter(self)
+        opt = QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        opt.currentText = self.shown_text()
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
 
 
 class ConversationSidebar(QWidget):
@@ -55,6 +119,11 @@ class ConversationSidebar(QWidget):
         super().__init__(parent)
         self.list = QListWidget()
         self.list.setObjectName("conversations")
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setItemDelegate(_NarrowItems(self.list))
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._exec_menu)
         self.list.itemSelectionChanged.connect(self._on_selection)
         self.list.itemChanged.connect(
             lambda item: self.renamed.emit(int(item.data(ID_ROLE)), item.text())
@@ -97,7 +166,8 @@ class ConversationSidebar(QWidget):
             item = QListWidgetItem(conv.title)
             item.setData(ID_ROLE, conv.id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-            item.setToolTip(plain_tooltip(conv.model_path or ""))
+            model = Path(conv.model_path).name if conv.model_path else "no model chosen"
+            item.setToolTip(plain_tooltip(f"{conv.title}\n{model}"))
             self.list.addItem(item)
             if conv.id == current:
                 self.list.setCurrentItem(item)
@@ -117,6 +187,30 @@ class ConversationSidebar(QWidget):
         items = self.list.selectedItems()
         if items and int(items[0].data(ID_ROLE)) != self._current:
             self.selected.emit(int(items[0].data(ID_ROLE)))
+
+    def context_menu(self, row: int) -> QMenu | None:
+        """The right-click menu of the conversation at ``row`` (None when there is none)."""
+        item = self.list.item(row)
+        if item is None:
+            return None
+        menu = QMenu(self)
+        menu.addAction("Rename", lambda: self._act(item, self._rename_current))
+        menu.addAction("Export…", lambda: self._act(item, self.export_requested.emit))
+        menu.addSeparator()
+        menu.addAction("Delete…", lambda: self._act(item, self._ask_delete_current))
+        return menu
+
+    def _act(self, item: QListWidgetItem, action: object) -> None:
+        # The actions work on the current conversation: the clicked one becomes it first.
+        self.list.setCurrentItem(item)
+        if callable(action):
+            action()
+
+    def _exec_menu(self, pos: QPoint) -> None:
+        item = self.list.itemAt(pos)
+        menu = self.context_menu(self.list.row(item)) if item is not None else None
+        if menu is not None:
+            menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def _rename_current(self) -> None:
         item = self.list.currentItem()
@@ -146,8 +240,8 @@ class ModelBar(QWidget):
 
     def __init__(self, default_ctx: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.picker = QComboBox()
-        self.picker.setMinimumWidth(160)
+        self.picker = ElidingComboBox()
+        self.picker.setMinimumWidth(110)
         self.picker.setToolTip("The model to chat with (from the library, or Browse…)")
         self.picker.activated.connect(self._on_picked)
         self.browse_button = QPushButton("Browse…")
@@ -171,22 +265,38 @@ class ModelBar(QWidget):
         self.eject_button.clicked.connect(self.eject_requested)
         self.status = PlainLabel("No model loaded", name="muted")
         self.status.setWordWrap(True)  # long file names must not widen the window
+        # Fold the side panels away: the conversation list and the options.
+        self.chats_toggle = self._toggle("Chats", "Show or hide the conversation list")
+        self.options_toggle = self._toggle(
+            "Options", "Show or hide the prompt and sampling options"
+        )
         self._busy = False
         self._loaded = False
         self.auto_fit.toggled.connect(lambda _on: self.set_busy(self._busy, self._loaded))
 
         top = QHBoxLayout()
+        top.addWidget(self.chats_toggle)
         top.addWidget(self.picker, 1)
-        for w in (self.browse_button, self.load_button, self.eject_button):
+        for w in (self.browse_button, self.load_button, self.eject_button, self.options_toggle):
             top.addWidget(w)
         fit_row = QHBoxLayout()
         for knob in (self.auto_fit, self.ctx_box, self.gpu_box):
             fit_row.addWidget(knob)
-        fit_row.addWidget(self.status, 1)
+        fit_row.addStretch(1)
         column = QVBoxLayout(self)
         column.setContentsMargins(0, 0, 0, 0)
         column.addLayout(top)
         column.addLayout(fit_row)
+        # On a line of its own: beside the knobs it wrapped into a narrow column.
+        column.addWidget(self.status)
+
+    def _toggle(self, text: str, tip: str) -> QToolButton:
+        button = QToolButton()
+        button.setText(text)
+        button.setToolTip(tip)
+        button.setCheckable(True)
+        button.setChecked(True)
+        return button
 
     def selected_model(self) -> str | None:
         path = self.picker.currentData()

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer, QUrl
-from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
+from PySide6.QtCore import QCoreApplication, QEvent, QSize, Qt, QTimer, QUrl
+from PySide6.QtGui import QDesktopServices, QKeySequence, QResizeEvent, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QProgressBar,
@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core import speed
 from app.core.chats import (
     ChatStore,
     ChatStoreError,
@@ -52,10 +53,13 @@ from app.ui.dialogs import confirm
 from app.ui.pages.chat.bars import ConversationSidebar, ModelBar, OverflowBanner
 from app.ui.pages.chat.options import Composer, SamplingPanel
 from app.ui.pages.chat.support import model_choices, stats_words
-from app.ui.pages.chat.view import ChatView, Shown
+from app.ui.pages.chat.view import ChatView, ElidedLabel, Shown
 from app.ui.widgets.cards import PlainLabel, plain_tooltip
 
 _PER_MESSAGE_TOKENS = 8  # role markers and separators a chat template adds around each message
+# Below this page width the options panel folds away by itself (the chat keeps a usable width);
+# a 900 px window leaves the page about 700.
+NARROW_PAGE_PX = 860
 _OVERFLOW = re.compile(r"the prompt is (\d+) tokens but the context holds (\d+)")
 
 
@@ -150,6 +154,7 @@ class ChatPage(QWidget):
         self._pending_overflow: _Overflow | None = None
         self._context_base = 0
         self._closed = False
+        self._narrow: bool | None = None  # the page's width class at the last resize
         self.ignore_eos = False  # tests and benchmarks: replies always run to max_tokens
         self.check_fit = True  # count the prompt before sending (benchmarks without an engine: off)
         self._build()
@@ -188,10 +193,11 @@ class ChatPage(QWidget):
         self.model_picker, self.auto_fit = bar.picker, bar.auto_fit
         self.ctx_box, self.gpu_box, self.load_status = bar.ctx_box, bar.gpu_box, bar.status
 
-        self.speed_label = PlainLabel("", name="muted")
-        self.speed_label.setWordWrap(True)
+        self.speed_label = ElidedLabel("")  # one line: wrapped, it became a narrow column
+        self.speed_label.setObjectName("muted")
         self.context_bar = QProgressBar()
-        self.context_bar.setFixedWidth(190)
+        self.context_bar.setMinimumWidth(120)
+        self.context_bar.setMaximumWidth(190)
         self.context_bar.setFormat("%v / %m tokens")
         self.context_bar.setToolTip("How much of the context window this conversation uses")
         status = QHBoxLayout()
@@ -203,6 +209,7 @@ class ChatPage(QWidget):
         self.view.edit_requested.connect(self.edit_message)
         self.view.regenerate_requested.connect(self.regenerate)
         self.view.switch_requested.connect(self.switch_alternative)
+        self.view.delete_requested.connect(self.delete_message)
         self.view.link_activated.connect(self._on_link)
         self.composer = Composer()
         self.composer.send_requested.connect(self.send)
@@ -240,7 +247,7 @@ class ChatPage(QWidget):
         self.options.changed.connect(self._on_options_changed)
         self.options.prompt_save_requested.connect(self.save_prompt_preset)
         self.options.prompt_delete_requested.connect(self.delete_prompt_preset)
-        right = QWidget()
+        right = self.options_panel = QWidget()
         right_col = QVBoxLayout(right)
         right_col.setContentsMargins(4, 8, 8, 8)
         right_col.addWidget(self.options)
@@ -254,6 +261,18 @@ class ChatPage(QWidget):
         self.sidebar.setMinimumWidth(150)
         right.setMinimumWidth(200)
         splitter.setSizes([200, 640, 240])
+        self.chats_toggle, self.options_toggle = bar.chats_toggle, bar.options_toggle
+        self.chats_toggle.toggled.connect(lambda on: self._show_panel(self.sidebar, on))
+        self.options_toggle.toggled.connect(lambda on: self._show_panel(right, on))
+        self._splitter = splitter
+        # The page may be narrower than all three panels: below NARROW_PAGE_PX the options fold
+        # away (resizeEvent), so only the list and the chat have to fit.  Without this the
+        # window could not get smaller than all three together (984 px, issue 16).
+        self.setMinimumWidth(
+            self.sidebar.minimumWidth()
+            + center.minimumSizeHint().width()
+            + 2 * splitter.handleWidth()
+        )
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
@@ -261,6 +280,26 @@ class ChatPage(QWidget):
         escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
         escape.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         escape.activated.connect(self._on_escape)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        narrow = self.width() < NARROW_PAGE_PX
+        if narrow != self._narrow:
+            # Only when the width class changes: the toggle's choice stands until then.
+            self._narrow = narrow
+            self.options_toggle.setChecked(not narrow)
+
+    def _show_panel(self, panel: QWidget, shown: bool) -> None:
+        panel.setVisible(shown)
+        if shown and self._narrow:
+            # Narrow: one side panel at a time, or the chat would be squeezed past its minimum.
+            other = self.options_toggle if panel is self.sidebar else self.chats_toggle
+            other.setChecked(False)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        # The list and the chat (setMinimumWidth in _build), not the options too: they fold
+        # away when the page gets narrow, and the window must be able to make it narrow.
+        return QSize(self.minimumWidth(), super().minimumSizeHint().height())
 
     # ---- state --------------------------------------------------------------------------
     @property
@@ -410,11 +449,14 @@ class ChatPage(QWidget):
                 for m in messages
             ]
         )
-        used = 0
+        used, words = 0, ""
         for msg in messages:
             if msg.stats:
                 used = int(msg.stats.get("prompt_tokens", 0)) + int(msg.stats.get("tokens", 0))
+                words = stats_words(msg.stats)
         self._show_context(used)
+        # This conversation's last reply, never the one shown before (a new chat has none).
+        self.speed_label.setText(words)
 
     def switch_alternative(self, message_id: int) -> None:
         """``<`` / ``>`` in a bubble: show that alternative and the branch below it."""
@@ -438,10 +480,33 @@ class ChatPage(QWidget):
             self.conversation = None
             self.view.clear()
             self._show_context(0)
+            self.speed_label.setText("")
         self.refresh_conversations()
         first = self.sidebar.first_id()
         if self.conversation is None and first is not None:
             self.open_conversation(first)
+        self._update_state()
+
+    def delete_message(self, message_id: int) -> None:
+        """A message's "Delete…": it and its branch below go; a sibling alternative shows next."""
+        if self.busy or self.conversation is None:
+            return
+        cid = self.conversation.id
+        try:
+            msg = self.store.message(message_id)
+        except ChatStoreError:
+            return
+        siblings = self.store.alternatives(cid).get(msg.parent_id, [])
+        others = [i for i in siblings if i != message_id]
+        self._cancel_edit()
+        self.store.delete_messages_from(cid, message_id)
+        if others:
+            # The nearest earlier alternative (or the next one) takes its place.
+            at = siblings.index(message_id)
+            path = self.store.select(cid, others[max(0, at - 1)])
+        else:
+            path = self.store.messages(cid)
+        self._show_path(path)
         self._update_state()
 
     def _on_options_changed(self) -> None:
@@ -814,6 +879,7 @@ class ChatPage(QWidget):
         if stats is not None:
             self.speed_label.setText(words)
             self._show_context(stats.prompt_tokens + stats.tokens)
+            self._record_speed(record)
         elif self._pending_overflow is None:
             self._show_context(self._context_base)  # as before the reply, never 0
         if stats is None and error is None:
@@ -822,6 +888,15 @@ class ChatPage(QWidget):
             self.speed_label.setText("")
             self._show_error(_error_words(error), self._reply_conv, parent_id=self._reply_parent)
         self.view.set_busy(False)
+
+    def _record_speed(self, record: dict[str, Any] | None) -> None:
+        """Keep a reply's generation speed for the recommendation rule ("measured" on Models)."""
+        if record is None or self.loaded is None:
+            return
+        rate = float(record.get("gen_tok_s", 0.0) or 0.0)
+        # A reply of one or two tokens times mostly the first token, not generation.
+        if rate > 0 and int(record.get("tokens", 0)) >= 3:
+            speed.record_measured(self.loaded.path, rate)
 
     def _check_engine(self) -> None:
         """Notice an engine that died while idle (killed, out of memory): say so, drop the model."""

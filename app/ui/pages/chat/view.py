@@ -26,12 +26,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QGuiApplication, QResizeEvent
+from PySide6.QtCore import QPoint, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QContextMenuEvent, QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -44,7 +45,9 @@ from PySide6.QtWidgets import (
 from app.core.chat_format import CLOSE as THINK_CLOSE
 from app.core.chat_format import ReasoningSplitter
 from app.core.chats import split_reasoning
+from app.ui.dialogs import confirm
 from app.ui.markdown import force_split, render, split_stable
+from app.ui.widgets.cards import plain_tooltip
 
 MIN_RENDER_INTERVAL_MS = 50
 MAX_RENDER_INTERVAL_MS = 250
@@ -71,6 +74,42 @@ def _shown(item: Shown | Sequence[object]) -> Shown:
     return item if isinstance(item, Shown) else Shown(*item)  # type: ignore[arg-type]
 
 
+class ElidedLabel(QLabel):
+    """One line of plain text, elided with "…" to the width it gets; the whole text in the tooltip.
+
+    A word-wrapped label beside other widgets in a narrow window became a column of one word per
+    line (issue 16); this one keeps its height and gives up width instead.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._full = ""
+        self.setText(text)
+
+    def text(self) -> str:  # the whole text, not what fits
+        return self._full
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._full = text
+        self.setToolTip(plain_tooltip(text) if text else "")
+        self._elide()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(40, super().minimumSizeHint().height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(
+            self._full, Qt.TextElideMode.ElideRight, max(0, self.contentsRect().width())
+        )
+        super().setText(shown)
+
+
 class _Body(QTextBrowser):
     """A read-only text area as tall as its content (the scroll area scrolls, not each message)."""
 
@@ -90,6 +129,10 @@ class _Body(QTextBrowser):
         self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self.anchorClicked.connect(self.link_activated)
         self.setFixedHeight(0)
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802 - Qt's name
+        # The message's own menu (copy, edit, regenerate, delete) instead of the text area's.
+        event.ignore()
 
     # Every change of content refits the height itself: documentSizeChanged alone is not enough,
     # because an empty document is already one line tall, so a first line of text leaves its size
@@ -144,6 +187,7 @@ class MessageWidget(QFrame):
     edit_requested = Signal(int)
     regenerate_requested = Signal(int)
     switch_requested = Signal(int)
+    menu_requested = Signal(QPoint)  # a right-click anywhere on the message (global position)
 
     def __init__(self, role: str, message_id: int | None = None) -> None:
         super().__init__()
@@ -166,10 +210,8 @@ class MessageWidget(QFrame):
         self.title = QLabel(_ROLE_NAMES.get(role, role))
         self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.title.setStyleSheet("font-weight: bold;")
-        self.stats_label = QLabel("")
-        self.stats_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.stats_label = ElidedLabel("")  # one line, never wider than the view
         self.stats_label.setStyleSheet("color: gray;")
-        self.stats_label.setWordWrap(True)  # never wider than the view
         self.stable = _Body()
         self.tail = _Body()
         self.think_button = QToolButton()
@@ -318,6 +360,16 @@ class MessageWidget(QFrame):
     def copy_text(self) -> None:
         QGuiApplication.clipboard().setText(self.text)
 
+    def plain_text(self) -> str:
+        """The text as it reads on screen (a reply's markdown rendered, marks gone)."""
+        if self.role != "assistant":
+            return self.text
+        parts = (self.stable.toPlainText(), self.tail.toPlainText())
+        return "\n".join(p for p in parts if p.strip()).strip()
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802 - Qt's name
+        self.menu_requested.emit(event.globalPos())
+
     # ---- streaming ----------------------------------------------------------------------
     def begin_stream(self, in_reasoning: bool = False) -> None:
         self.streaming = True
@@ -429,6 +481,7 @@ class ChatView(QScrollArea):
     edit_requested = Signal(int)
     regenerate_requested = Signal(int)
     switch_requested = Signal(int)
+    delete_requested = Signal(int)
     link_activated = Signal(QUrl)
     rendered = Signal()
 
@@ -529,6 +582,7 @@ class ChatView(QScrollArea):
         widget.edit_requested.connect(self.edit_requested)
         widget.regenerate_requested.connect(self.regenerate_requested)
         widget.switch_requested.connect(self.switch_requested)
+        widget.menu_requested.connect(lambda pos, w=widget: self._exec_menu(w, pos))
         widget.stable.link_activated.connect(self.link_activated)
         widget.tail.link_activated.connect(self.link_activated)
 
@@ -571,6 +625,33 @@ class ChatView(QScrollArea):
                 can_act and widget.role in ("assistant", "error") and seen_user
             )
             widget.set_actions_enabled(not self._busy)
+
+    def context_menu(self, widget: MessageWidget) -> QMenu:
+        """The right-click menu of a message: copy it, and (when idle) edit, regenerate, delete."""
+        menu = QMenu(self)
+        menu.addAction(
+            "Copy text", lambda: QGuiApplication.clipboard().setText(widget.plain_text())
+        )
+        menu.addAction("Copy as Markdown", widget.copy_text)
+        mid = widget.message_id
+        if mid is not None and not self._busy:
+            if widget.role == "user":
+                menu.addAction("Edit", lambda: self.edit_requested.emit(mid))
+            if widget.regenerate_button.isVisibleTo(widget):
+                menu.addAction("Regenerate", lambda: self.regenerate_requested.emit(mid))
+            menu.addSeparator()
+            menu.addAction("Delete…", lambda: self._ask_delete(widget))
+        return menu
+
+    def _exec_menu(self, widget: MessageWidget, pos: QPoint) -> None:
+        self.context_menu(widget).exec(pos)
+
+    def _ask_delete(self, widget: MessageWidget) -> None:
+        if widget.message_id is None:
+            return
+        below = "" if widget is self.messages[-1] else " and the messages below it"
+        if confirm(self, "Delete message", f"Delete this message{below}?"):
+            self.delete_requested.emit(widget.message_id)
 
     def index_of(self, message_id: int) -> int:
         """The position of a shown message (-1 when it is not shown)."""
