@@ -204,3 +204,29 @@ def test_a_reply_records_its_measured_speed(window, qtbot, tiny_models):
     stats = page.store.messages(page.conversation.id)[-1].stats
     assert stats and stats["gen_tok_s"] > 0
     assert speed.measured_speed(model) == pytest.approx(stats["gen_tok_s"])
+
+
+def test_right_click_on_a_message_text_opens_the_message_menu(window, qtbot):
+    from PySide6.QtCore import QPoint, QTimer
+    from PySide6.QtGui import QContextMenuEvent
+
+    page = window.show_page("Chat")
+    conv = page.store.create()
+    page.store.add_message(conv.id, "user", "Hello")
+    page.open_conversation(conv.id)
+    body = page.view.messages[0].stable
+    shown: list[list[str]] = []
+
+    def close_menu() -> None:
+        menu = QApplication.activePopupWidget()
+        if menu is not None:
+            shown.append([a.text() for a in menu.actions() if a.text()])
+            menu.close()
+
+    QTimer.singleShot(300, close_menu)
+    QTimer.singleShot(3000, close_menu)  # bounded even if the first one came too early
+    event = QContextMenuEvent(
+        QContextMenuEvent.Reason.Mouse, QPoint(5, 5), body.mapToGlobal(QPoint(5, 5))
+    )
+    QApplication.sendEvent(body.viewport(), event)  # the text area's own menu must not win
+    assert shown and shown[0] == ["Copy text", "Copy as Markdown", "Edit", "Delete…"]
