@@ -1,13 +1,16 @@
 """The Chat page's side and top bars: the conversation list, the model bar, the overflow banner.
 
 :class:`ConversationSidebar` lists conversations (new, rename in place, delete after asking,
-export and import).  :class:`OverflowBanner` asks what to do when a prompt will not fit.
+export and import; the same on a right-click), long titles elided with the whole title in the
+tooltip.  :class:`OverflowBanner` asks what to do when a prompt will not fit.
 :class:`ModelBar` picks the model, shows how it will load (auto fit, or context and GPU layers by
-hand) and its load status.  Both only report what the user asked for; the page does it.
+hand), its load status and the toggles that fold the side panels away; its picker elides the
+model name (:class:`ElidingComboBox`).  They only report what the user asked for; the page does it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QSize, Qt, Signal
@@ -200,16 +203,16 @@ class ConversationSidebar(QWidget):
         menu.addAction("Delete…", lambda: self._act(item, self._ask_delete_current))
         return menu
 
-    def _act(self, item: QListWidgetItem, action: object) -> None:
+    def _act(self, item: QListWidgetItem, action: Callable[[], object]) -> None:
         # The actions work on the current conversation: the clicked one becomes it first.
         self.list.setCurrentItem(item)
-        if callable(action):
-            action()
+        action()
 
     def _exec_menu(self, pos: QPoint) -> None:
         item = self.list.itemAt(pos)
         menu = self.context_menu(self.list.row(item)) if item is not None else None
         if menu is not None:
+            menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # one per right-click
             menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def _rename_current(self) -> None:

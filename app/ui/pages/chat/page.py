@@ -11,7 +11,10 @@ Regenerate adds another reply next to the old one and Edit (on any user message)
 Before a reply the prompt is counted with the model's tokenizer (in the reply task, off the GUI
 thread).  When it will not fit the context with room for a reply, nothing is sent: a banner offers
 to leave the oldest turns out -- as llama.cpp's context shift does; remembered for the chat -- or
-to start a new chat with the message.
+to start a new chat with the message.  Each reply's generation speed is kept
+(:func:`app.core.speed.record_measured`), so the recommendation rule uses what this machine really
+did.  Below :data:`NARROW_PAGE_PX` the options panel folds away (the Options toggle brings it back,
+in the conversation list's place), so the page works in a 900 px window.
 """
 
 from __future__ import annotations

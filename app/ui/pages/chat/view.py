@@ -16,7 +16,8 @@ answer (:class:`app.core.chat_format.ReasoningSplitter` routes the pieces).  A m
 
 Tokens only append to a list; the throttled render does the work.  Other messages are never
 touched while a reply streams.  Model text goes through the sanitizing renderer (no live HTML);
-links are never followed by the view itself.
+links are never followed by the view itself.  A right-click on a message offers copying it (as
+shown or as Markdown), Edit or Regenerate, and Delete.
 """
 
 from __future__ import annotations
@@ -644,7 +645,9 @@ class ChatView(QScrollArea):
         return menu
 
     def _exec_menu(self, widget: MessageWidget, pos: QPoint) -> None:
-        self.context_menu(widget).exec(pos)
+        menu = self.context_menu(widget)
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # one per right-click
+        menu.exec(pos)
 
     def _ask_delete(self, widget: MessageWidget) -> None:
         if widget.message_id is None:
