@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from app.cli.common import fail, human_bytes, print_json
+from app.cli.worker import add_workers_flag
 from app.core.cancel import CancelToken
 from app.core.compare import (
     CompareError,
@@ -24,7 +25,18 @@ from app.core.compare import (
     run_compare,
 )
 from app.core.compare_report import COLUMNS, CompareReport, format_cell, rows
+from app.core.errors import QuantDeskError
+from app.core.rpc import parse_workers
 from app.core.taskeval import PromptItem, read_prompts
+from app.core.units import parse_size
+
+
+def _size(text: str) -> int:
+    """``12G``, ``8GB``, ``512M``; a bare number is GiB (as this flag always took)."""
+    try:
+        return parse_size(text if not text.replace(".", "", 1).isdigit() else f"{text}G")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-reference-text", action="store_true", help="skip the prompt-independent text pass"
     )
     p.add_argument(
-        "--memory-budget", type=float, metavar="GIB", help="memory the variants may use together"
+        "--memory-budget",
+        type=_size,
+        metavar="SIZE",
+        help="memory the variants may use together, e.g. 12G (a bare number: GiB)",
     )
     p.add_argument("--sequential", action="store_true", help="run one variant at a time")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    add_workers_flag(p)
     p.set_defaults(func=run)
 
 
@@ -61,13 +77,18 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"{args.prompts} has no usable prompt")
     else:
         items = [PromptItem.single(args.prompt)]
+    try:
+        workers = parse_workers(args.workers)
+    except QuantDeskError as exc:
+        return fail(str(exc))
     options = CompareOptions(
         max_tokens=args.max_tokens,
         n_ctx=args.ctx,
         threshold_pct=args.threshold,
         reference_text="" if args.no_reference_text else None,
-        memory_budget=int(args.memory_budget * (1 << 30)) if args.memory_budget else None,
+        memory_budget=args.memory_budget,
         mode="sequential" if args.sequential else None,
+        workers=workers,
     )
     cancel = CancelToken()
     report: CompareReport | None = None

@@ -26,7 +26,7 @@ from typing import Any
 from app.core import paths
 from app.core.cancel import CancelToken
 from app.core.compare_report import CompareReport, VariantResult
-from app.core.engine.client import Engine, EngineError
+from app.core.engine.client import Engine
 from app.core.engine.protocol import (
     GenerateRequest,
     GenerationStats,
@@ -81,6 +81,7 @@ class CompareOptions:
     mode: str | None = None  # force "parallel" or "sequential"
     threshold_pct: float = 5.0
     n_threads: int | None = None
+    workers: tuple[str, ...] = ()  # RPC workers each variant's load may be split over
 
 
 # ---- events ---------------------------------------------------------------------------------
@@ -202,7 +203,8 @@ def _fan_out(
 ) -> Iterator[Any]:
     """Run one job per slot in threads; yield the events they emit as they come.
 
-    A job that raises EngineError marks its slot failed (and yields VariantFailed); the others
+    A job that raises a QuantDeskError (the engine failed, a plan or a worker said no) marks its
+    slot failed (and yields VariantFailed); the others
     carry on.  Other exceptions are bugs and re-raised after every thread has ended.
     """
     events: queue.Queue[Any] = queue.Queue()
@@ -212,7 +214,7 @@ def _fan_out(
     def run(slot: _Slot, job: Callable[[_Slot, Callable[[Any], None]], None]) -> None:
         try:
             job(slot, events.put)
-        except EngineError as exc:
+        except QuantDeskError as exc:
             slot.error = str(exc)
             events.put(VariantFailed(slot.index, str(exc)))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
@@ -253,8 +255,10 @@ class _Run:
         options: CompareOptions,
         cancel: CancelToken | None,
         memory: PlanOptions,
+        planner: Planner | None = None,
     ) -> None:
         self.memory = memory  # the settings the plan was made for: every variant loads with them
+        self.planner = planner
         self.slots = [_Slot(i, v) for i, v in enumerate(variants)]
         self.items = items
         self.ref = ref
@@ -277,12 +281,20 @@ class _Run:
     # -- jobs ----------------------------------------------------------------------------
     def _load(self, slot: _Slot, emit: Callable[[Any], None], n_threads: int | None) -> None:
         slot.engine = Engine()
-        info = slot.engine.load(
-            slot.variant.path,
-            n_ctx=self.options.n_ctx,
-            n_threads=n_threads,
-            **self.memory.load_kwargs(),
-        )
+        kwargs: dict[str, Any] = {"n_ctx": self.options.n_ctx, **self.memory.load_kwargs()}
+        if self.options.workers:
+            # The plan decides whether (and how) this variant is split over the workers.
+            if self.planner is not None:
+                plan = self.planner.plan_load(
+                    slot.variant.path, self.options.n_ctx, workers=self.options.workers
+                )
+            else:
+                with Planner(options=self.memory) as own:
+                    plan = own.plan_load(
+                        slot.variant.path, self.options.n_ctx, workers=self.options.workers
+                    )
+            kwargs = plan.load_kwargs()
+        info = slot.engine.load(slot.variant.path, n_threads=n_threads, **kwargs)
         slot.load_s = info.load_s
         emit(VariantLoaded(slot.index, info.load_s))
 
@@ -441,9 +453,16 @@ def run_compare(
         plan = replace(
             plan, mode=options.mode, reason=f"{options.mode} as requested; {plan.reason}"
         )
+    if options.workers and plan.mode == "parallel":
+        # A worker serves one engine at a time: variants that use the workers take turns.
+        plan = replace(
+            plan,
+            mode="sequential",
+            reason=f"one after another: the workers serve one model at a time; {plan.reason}",
+        )
     yield PlanReady(plan, variants, ref)
     memory = planner.options if planner is not None else PlanOptions()
-    run = _Run(variants, items, ref, options, cancel, memory)
+    run = _Run(variants, items, ref, options, cancel, memory, planner)
     for slot in run.slots:
         slot.replies = [None] * len(items)
     if plan.mode == "parallel":

@@ -200,3 +200,35 @@ def test_split_planner_orders_devices_as_llama_cpp_does(planner):
     small = [devices[1], split.SplitDevice("w", "worker", off, "127.0.0.1:1")]
     sp = split.plan_split(spec, dry, N_CTX, small)
     assert not sp.fits and "2 of 3 layers have no place" in sp.reason
+
+
+def test_compare_runs_unchanged_on_variants_split_over_workers(planner, two_workers, tmp_path):
+    import dataclasses
+    import shutil
+
+    from app.core.compare import CompareOptions, Finished, PlanReady, run_compare
+    from app.core.taskeval import PromptItem
+
+    path, ram, procs = two_workers
+    twin = tmp_path / "twin-Q8_0.gguf"
+    shutil.copyfile(path, twin)
+    # This machine as one with only the RAM of the split plan: each variant needs the workers.
+    small = dataclasses.replace(planner.profile(), ram_available_bytes=ram.ram_bytes, gpus=[])
+    options = CompareOptions(
+        max_tokens=12, reference_text="", n_ctx=N_CTX, workers=tuple(_addr(p) for p in procs)
+    )
+    with Planner(small, runner=planner.runner) as limited:
+        assert limited.plan_load(path, N_CTX, workers=options.workers).verdict == "split"
+        events = list(
+            run_compare(
+                [path, twin], [PromptItem.single("The quick brown fox")], options=options,
+                reference=path, planner=limited,
+            )
+        )  # fmt: skip
+    plan = next(e for e in events if isinstance(e, PlanReady)).plan
+    assert plan.mode == "sequential" and "workers serve one model at a time" in plan.reason
+    report = events[-1].report if isinstance(events[-1], Finished) else None
+    assert report is not None
+    assert [r.error for r in report.results] == [None, None]
+    assert report.results[0].text and report.results[1].text == report.results[0].text
+    assert report.results[1].reply["kld_mean"] == pytest.approx(0.0, abs=1e-6)

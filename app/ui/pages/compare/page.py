@@ -211,6 +211,7 @@ class CompareView(QWidget):
         # The window's planner; a view on its own lets each run make (and close) one.
         self._planner: Planner | None = context.planner if context is not None else None
         self._context = context
+        self._context = context
         self._task = LatestTask(runner, self)
         self._task.item_produced.connect(self._on_event)
         self._task.finished.connect(self._on_done)
@@ -548,7 +549,9 @@ class CompareView(QWidget):
             self.status.setText("Type a prompt or choose a prompt file.")
             return
         options = options or CompareOptions(
-            max_tokens=self.max_tokens.value(), threshold_pct=self.threshold.value()
+            max_tokens=self.max_tokens.value(),
+            threshold_pct=self.threshold.value(),
+            workers=self._workers(),
         )
         reference = self.reference_box.currentData()
         self.report = None
@@ -588,6 +591,12 @@ class CompareView(QWidget):
                 self.prompt_edit.setText("Describe a river in one sentence.")
                 self.start(CompareOptions(max_tokens=24, reference_text_max_tokens=200))
                 return
+
+    def _workers(self) -> tuple[str, ...]:
+        """The RPC workers listed in Settings (a variant's plan may split it over them)."""
+        if self._context is None:
+            return ()
+        return tuple(w for w in self._context.settings.workers.split(",") if w.strip())
 
     def shutdown(self) -> None:
         self._task.cancel()
