@@ -35,6 +35,7 @@ from app.core.fit import (
     DryRun,
     DryRunFn,
     OffloadPlan,
+    Verdict,
     expert_kinds,
     plan_memory,
     plan_offload,
@@ -124,6 +125,8 @@ class PlannedVariant:
     budget: Budget | None = None
     error: str = ""
     n_ctx_train: int = 0  # the context the model was trained for (from the header)
+    # When it does not fit this computer alone but does split over the Settings workers:
+    split: LoadPlan | None = None
 
     @property
     def offload(self) -> OffloadPlan | None:
@@ -370,8 +373,13 @@ class Planner:
         options: PlanOptions | None = None,
         budget: Budget | None = None,
         speed: SpeedRule | None = None,
+        workers: list[str] | tuple[str, ...] = (),
     ) -> Iterator[PlannedVariant | RepoAdvice]:
-        """Each Hub variant's plan as soon as it is known, then the :class:`RepoAdvice`."""
+        """Each Hub variant's plan as soon as it is known, then the :class:`RepoAdvice`.
+
+        With ``workers``, a variant that does not fit this computer alone is planned split over
+        them too (``PlannedVariant.split``; an unreachable worker leaves the variant's own plan).
+        """
         from app.core import hub
 
         o = options or self.options
@@ -406,7 +414,15 @@ class Planner:
                     yield PlannedVariant(variant, n_ctx, None, budget, error=str(exc))
                     continue
                 fits.append(fit)
-                yield PlannedVariant(variant, n_ctx, fit, budget, n_ctx_train=spec.n_ctx_train)
+                spread = None
+                if workers and fit.verdict == Verdict.NO_FIT:
+                    try:
+                        spread = _plan_with_workers(spec, fn(n_ctx, 0), n_ctx, budget, o, workers)
+                    except QuantDeskError:
+                        spread = None  # the workers cannot take it either: "does not fit" stands
+                yield PlannedVariant(
+                    variant, n_ctx, fit, budget, n_ctx_train=spec.n_ctx_train, split=spread
+                )
         if stop.is_set():
             return
         if not fits:

@@ -232,3 +232,28 @@ def test_compare_runs_unchanged_on_variants_split_over_workers(planner, two_work
     assert [r.error for r in report.results] == [None, None]
     assert report.results[0].text and report.results[1].text == report.results[0].text
     assert report.results[1].reply["kld_mean"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_variant_too_big_here_is_planned_split_over_the_workers(planner, two_workers, hub):
+    import dataclasses
+
+    from app.core import hub as hub_api
+    from app.core.planning import PlannedVariant
+    from app.ui.pages.models.table import fit_badge
+    from tests.hub_fixtures import TINY_REPO
+
+    path, ram, procs = two_workers
+    small = dataclasses.replace(planner.profile(), ram_available_bytes=ram.ram_bytes, gpus=[])
+    variants = [v for v in hub_api.list_variants(TINY_REPO) if v.quant == "Q8_0"]
+    addrs = [_addr(p) for p in procs]
+    with Planner(small, runner=planner.runner) as limited:
+        alone = [i for i in limited.plan_variants(variants, N_CTX) if isinstance(i, PlannedVariant)]
+        spread = [
+            i
+            for i in limited.plan_variants(variants, N_CTX, workers=addrs)
+            if isinstance(i, PlannedVariant)
+        ]
+    assert alone[0].offload.verdict == "no_fit" and alone[0].split is None
+    assert fit_badge(alone[0])[0] == "no_fit"
+    assert spread[0].split is not None and spread[0].split.verdict == "split"
+    assert fit_badge(spread[0]) == ("split", "Split over 3 computers")

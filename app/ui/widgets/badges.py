@@ -26,6 +26,7 @@ _LABELS = {
     "partial_gpu": "Partial GPU",
     "cpu": "CPU",
     "no_fit": "Does not fit",
+    "split": "Split over computers",
     "unknown": "Checking…",
 }
 

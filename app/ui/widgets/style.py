@@ -18,6 +18,7 @@ VERDICT_COLORS: dict[str, str] = {
     "partial_gpu": "#d08700",
     "cpu": "#2f6fd6",
     "no_fit": "#d43c3c",
+    "split": "#7b4fd6",  # fits only split over the RPC workers in Settings
     "unknown": "#7a7f87",
 }
 

@@ -415,11 +415,12 @@ class ModelsPage(QWidget):
         local = {file: m.path for file, m in self._local_models().items()}
 
         min_tok_s = self.context.settings.min_tokens_per_s
+        workers = [w for w in self.context.settings.workers.split(",") if w.strip()]
 
         def work(token: CancelToken) -> Iterator[object]:
             rule = speed_rule(min_tok_s, dict(local))  # the bandwidth is measured once, cached
             yield _Rule(rule)
-            yield from planner.plan_variants(variants, n_ctx, token, speed=rule)
+            yield from planner.plan_variants(variants, n_ctx, token, speed=rule, workers=workers)
 
         self.plan_task.start(work, name="plan-repo")
 

@@ -35,6 +35,8 @@ def fit_badge(fit: PlannedVariant | None) -> tuple[str, str]:
         return ("unknown", "Unknown")
     plan = fit.offload
     assert plan is not None
+    if fit.split is not None and fit.split.split is not None:
+        return ("split", f"Split over {fit.split.split.n_computers} computers")
     return (
         plan.verdict,
         badge_text(plan.verdict, plan.plan.n_gpu_layers, plan.plan.n_layers_total),
@@ -148,6 +150,8 @@ class VariantTableModel(QAbstractTableModel):
             rate = self.speeds.get(variant.file)
             how = "measured in a comparison" if variant.file in self.measured else "estimate"
             guess = f"\nAbout {rate:.1f} tokens/s on this machine ({how})" if rate else ""
+            if fit.split is not None:  # too big here alone; the Settings workers take the rest
+                return f"{fit.offload.reason}.\nWith the workers in Settings: {fit.split.reason}"
             return fit.offload.reason + guess
         return ""
 
