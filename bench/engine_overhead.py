@@ -5,13 +5,16 @@ number of tokens from the same raw prompt with greedy sampling.  Runs alternate 
 engine, bare, ...) so that drift of the machine hits both.  Prints the generation tok/s ratio
 (goal >= 0.98) and the time-to-first-token difference (goal <= 30 ms).
 
-    .venv/bin/python -m bench.engine_overhead [--rounds 5] [--tokens 128] [--quant Q4_K_M]
+    .venv/bin/python -m bench.engine_overhead [--rounds 5] [--tokens 128] [--quant Q4_K_M] [--busy 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 from app.core.engine import Engine, GenerationStats, Sampling
@@ -63,13 +66,40 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--quant", default="Q4_K_M")
     ap.add_argument("--ctx", type=int, default=2048)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="threads on both sides; 0: the engine chooses (free cores), the baseline takes all",
+    )
+    ap.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="processes keeping a core busy meanwhile (a competing load)",
+    )
     args = ap.parse_args()
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "import time\nt=time.time()+900\nwhile time.time()<t: pass"]
+        )
+        for _ in range(args.busy)
+    ]  # bounded: each ends by itself after 15 minutes, and is killed when the bench ends
+    try:
+        _measure(args)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait(10)
+
+
+def _measure(args: argparse.Namespace) -> None:
     path = str(modelfactory.model_path(args.quant, modelfactory.MEDIUM))
 
     import llama_cpp  # the bench process is the baseline; the engine runs in its own child
 
-    bare = llama_cpp.Llama(path, n_ctx=args.ctx, n_threads=args.threads, verbose=False)
+    bare_threads = args.threads or (os.cpu_count() or 1)
+    bare = llama_cpp.Llama(path, n_ctx=args.ctx, n_threads=bare_threads, verbose=False)
     greedy = Sampling.preset("greedy")
 
     def request(r: int) -> tuple[GenerateRequest, list[int]]:
@@ -83,7 +113,8 @@ def main() -> None:
     ours: list[tuple[float, float, GenerationStats]] = []
     theirs: list[tuple[float, float]] = []
     with Engine() as engine:
-        engine.load(path, n_ctx=args.ctx, n_threads=args.threads)
+        info = engine.load(path, n_ctx=args.ctx, n_threads=args.threads or None)
+        print(f"engine threads {info.n_threads}, baseline threads {bare_threads}")
         req, tokens = request(0)
         engine_run(engine, req)  # warm-up both sides once
         bare_run(bare, tokens, 8)
@@ -101,7 +132,8 @@ def main() -> None:
     b_ttft = statistics.median(t[0] for t in theirs)
     assert ours[-1][2].prompt_tokens == len(tokens), "the two sides saw different prompts"
     print(
-        f"model {args.quant} ({path}), n_ctx {args.ctx}, threads {args.threads}, {args.tokens} tokens"
+        f"model {args.quant} ({path}), n_ctx {args.ctx}, threads {args.threads}, {args.tokens} tokens,"
+        f" {args.busy} competing busy processes"
     )
     print(
         f"generation tok/s: engine {e_tps:.2f}, bare {b_tps:.2f}, ratio {e_tps / b_tps:.3f} (goal >= 0.98)"

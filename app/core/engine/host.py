@@ -171,7 +171,10 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     state.log_lines.clear()
     t0 = time.perf_counter()
     from app.core.engine.host_dryrun import flash_attn_on, moe_load_params
+    from app.core.hardware import suggested_threads
 
+    # Unless chosen, as many threads as there are cores no other program holds right now.
+    threads = req.n_threads or suggested_threads()
     try:
         # The memory settings are the plan's (PlanOptions): the same ones the dry run used.
         if req.rpc_servers:
@@ -183,7 +186,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
                 model_path=req.path,
                 n_ctx=req.n_ctx,
                 n_gpu_layers=req.n_gpu_layers,
-                n_threads=req.n_threads,
+                n_threads=threads,
                 n_batch=req.n_batch,
                 n_ubatch=req.n_ubatch,
                 use_mmap=req.use_mmap,
@@ -232,6 +235,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
         rss_bytes=current_rss(),
         caches=tuple(memory_caches(state.log_lines)),
         chat_format=state.chat_format,
+        n_threads=threads,
     )
 
 

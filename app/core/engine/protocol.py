@@ -173,6 +173,7 @@ class LoadedInfo:
     rss_bytes: int
     caches: tuple[Any, ...] = ()  # app.core.llama_log.CacheInfo: each KV cache / recurrent state
     chat_format: str = "completion"  # "gguf", "builtin:NAME" or "completion" (app.core.chat_format)
+    n_threads: int = 0  # the threads generation runs with (chosen from the free cores unless set)
 
 
 @dataclass(frozen=True)
