@@ -11,8 +11,11 @@ starts dry runs or calls the fit.  The steps are always the same:
 3. the memory plan and offload (``app.core.fit``) against this machine's budget;
 4. for several variants, the recommendation (``app.core.recommend``).
 
-One planner serves the whole process (:func:`default_planner`); tests and what-if commands make
-their own.  It is thread-safe: the GUI plans from worker threads while the server plans a load.
+One planner serves a process: the window's (``app.ui.context.AppContext`` makes it and closes it
+with the window), or :func:`default_planner` for ``serve``; one-shot commands and tests make their
+own.  It is thread-safe: the GUI plans from worker threads while the server plans a load.  Its
+``options`` are the memory settings in force (the app's from Settings); every load follows the
+plan's :meth:`LoadPlan.load_kwargs`.
 """
 
 from __future__ import annotations
