@@ -7,8 +7,8 @@ import sys
 from dataclasses import replace
 
 from app.cli.common import fail, print_json
-from app.cli.memory_flags import add_memory_flags, load_kwargs, plan_options
-from app.cli.worker import add_workers_flag, split_load_kwargs, split_plan
+from app.cli.memory_flags import add_memory_flags, plan_options
+from app.cli.worker import add_workers_flag, split_plan
 from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats, Sampling
 from app.core.errors import QuantDeskError
 from app.core.planning import LoadPlan, Planner
@@ -110,14 +110,20 @@ def run(args: argparse.Namespace) -> int:
             f"plan: context {plan.n_ctx}, GPU layers {plan.n_gpu_layers}: {plan.reason}",
             file=sys.stderr,
         )
-    split = split_load_kwargs(plan)
+    # The plan's keywords when there is one: it may have chosen expert overrides or a split.
+    load = (
+        plan.load_kwargs()
+        if plan is not None
+        else {
+            "n_ctx": args.ctx,
+            "n_gpu_layers": args.gpu_layers,
+            **plan_options(args).load_kwargs(),
+        }
+    )
     options = dict(
-        n_ctx=split.pop("n_ctx", args.ctx or DEFAULT_CTX),
-        n_gpu_layers=split.pop("n_gpu_layers", args.gpu_layers or 0),
         n_threads=args.threads,
         chat_format=None if args.chat_format == "auto" else args.chat_format,
-        **load_kwargs(plan_options(args)),
-        **split,
+        **load,
     )
     with Engine() as engine:
         try:

@@ -7,8 +7,6 @@ They choose what llama.cpp reserves: the plan is made for them and the engine lo
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
-from typing import Any
 
 from app.core.planning import PlanOptions
 
@@ -51,12 +49,3 @@ def plan_options(args: argparse.Namespace, type_k: str = "f16", type_v: str = "f
         n_ubatch=max(1, args.ubatch),
         cpu_moe_layers=max(0, args.cpu_moe),
     )
-
-
-def load_kwargs(options: PlanOptions) -> dict[str, Any]:
-    """``Engine.load`` keyword arguments for a plan's settings."""
-    return options.load_kwargs()
-
-
-def settings_json(options: PlanOptions) -> dict[str, Any]:
-    return asdict(options)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from app.cli.common import fail, human_bytes, print_json
-from app.cli.memory_flags import add_memory_flags, plan_options, settings_json
+from app.cli.memory_flags import add_memory_flags, plan_options
 from app.cli.worker import add_workers_flag, print_split, split_plan
 from app.core.errors import QuantDeskError
 from app.core.fit import KV_TYPES, Budget, OffloadPlan
@@ -111,7 +112,7 @@ def run_plan(args: argparse.Namespace) -> int:
         **offload.to_json(),
         "budget": _budget_json(budget),
         "notes": offload.plan.notes + profile.warnings,
-        "settings": settings_json(options),
+        "settings": asdict(options),
     }
     if args.json:
         print_json(out)

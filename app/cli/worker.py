@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from app.cli.common import human_bytes, print_json
 from app.core.planning import LoadPlan, Planner, PlanOptions
@@ -95,18 +94,6 @@ def split_plan(args: argparse.Namespace, options: PlanOptions | None = None) -> 
         return planner.plan_load(
             args.model, args.ctx or 4096, options=options, budget=budget, workers=workers
         )
-
-
-def split_load_kwargs(plan: LoadPlan | None) -> dict[str, Any]:
-    """Engine.load keywords of a split plan (none without one)."""
-    if plan is None:
-        return {}
-    return {
-        "n_ctx": plan.n_ctx,
-        "n_gpu_layers": plan.n_gpu_layers,
-        "rpc_servers": plan.rpc_servers,
-        "tensor_split": plan.tensor_split,
-    }
 
 
 def print_split(plan: LoadPlan, as_json: bool) -> None:

@@ -36,7 +36,7 @@ from app.core.engine.protocol import (
 )
 from app.core.errors import ErrorKind, QuantDeskError
 from app.core.gguf_header import GGUFError, ModelSpec, read_local
-from app.core.planning import Planner, PlanOptions, RunPlan
+from app.core.planning import Planner, RunPlan
 from app.core.quality import DEFAULT_TOP_K, Drift, ScoreResult
 from app.core.taskeval import PromptItem, build_task_report
 
@@ -254,11 +254,11 @@ class _Run:
         ref: int,
         options: CompareOptions,
         cancel: CancelToken | None,
-        memory: PlanOptions,
-        planner: Planner | None = None,
+        planner: Planner,
     ) -> None:
-        self.memory = memory  # the settings the plan was made for: every variant loads with them
-        self.planner = planner
+        self.planner = (
+            planner  # its options are the ones planned for: every variant loads with them
+        )
         self.slots = [_Slot(i, v) for i, v in enumerate(variants)]
         self.items = items
         self.ref = ref
@@ -281,19 +281,11 @@ class _Run:
     # -- jobs ----------------------------------------------------------------------------
     def _load(self, slot: _Slot, emit: Callable[[Any], None], n_threads: int | None) -> None:
         slot.engine = Engine()
-        kwargs: dict[str, Any] = {"n_ctx": self.options.n_ctx, **self.memory.load_kwargs()}
-        if self.options.workers:
-            # The plan decides whether (and how) this variant is split over the workers.
-            if self.planner is not None:
-                plan = self.planner.plan_load(
-                    slot.variant.path, self.options.n_ctx, workers=self.options.workers
-                )
-            else:
-                with Planner(options=self.memory) as own:
-                    plan = own.plan_load(
-                        slot.variant.path, self.options.n_ctx, workers=self.options.workers
-                    )
-            kwargs = plan.load_kwargs()
+        n_ctx = self.options.n_ctx
+        kwargs: dict[str, Any] = {"n_ctx": n_ctx, **self.planner.options.load_kwargs()}
+        if self.options.workers:  # the plan decides whether (and how) it is split over them
+            path, workers = slot.variant.path, self.options.workers
+            kwargs = self.planner.plan_load(path, n_ctx, workers=workers).load_kwargs()
         info = slot.engine.load(slot.variant.path, n_threads=n_threads, **kwargs)
         slot.load_s = info.load_s
         emit(VariantLoaded(slot.index, info.load_s))
@@ -419,9 +411,21 @@ def run_compare(
     """Compare variants on ``items`` (one prompt, a conversation, or a task file's lines).
 
     ``reference`` is one of the paths (or another file, added to the run); by default the
-    highest-precision variant.  ``planner`` decides parallel or sequential (the caller's, or one
-    made for this run).
+    highest-precision variant.  ``planner`` decides parallel or sequential and plans loads over
+    workers (the caller's, or one made for this run and closed with it).
     """
+    if planner is None:
+        with Planner() as own:
+            yield from run_compare(
+                paths_,
+                items,
+                reference=reference,
+                options=options,
+                cancel=cancel,
+                task_errors=task_errors,
+                planner=own,
+            )
+        return
     options = options or CompareOptions()
     if not items:
         raise CompareError("nothing to compare: no prompt was given")
@@ -444,11 +448,7 @@ def run_compare(
             + ", ".join(f"{v.label}: {v.spec.n_vocab}" for v in variants)
         )
     files = [(v.path, v.spec) for v in variants]
-    if planner is None:
-        with Planner() as own:
-            plan = own.plan_compare(files, options.n_ctx, options.memory_budget)
-    else:
-        plan = planner.plan_compare(files, options.n_ctx, options.memory_budget)
+    plan = planner.plan_compare(files, options.n_ctx, options.memory_budget)
     if options.mode in ("parallel", "sequential") and options.mode != plan.mode:
         plan = replace(
             plan, mode=options.mode, reason=f"{options.mode} as requested; {plan.reason}"
@@ -461,8 +461,7 @@ def run_compare(
             reason=f"one after another: the workers serve one model at a time; {plan.reason}",
         )
     yield PlanReady(plan, variants, ref)
-    memory = planner.options if planner is not None else PlanOptions()
-    run = _Run(variants, items, ref, options, cancel, memory, planner)
+    run = _Run(variants, items, ref, options, cancel, planner)
     for slot in run.slots:
         slot.replies = [None] * len(items)
     if plan.mode == "parallel":

@@ -130,6 +130,7 @@ class PlannedVariant:
     n_ctx_train: int = 0  # the context the model was trained for (from the header)
     # When it does not fit this computer alone but does split over the Settings workers:
     split: LoadPlan | None = None
+    split_error: str = ""  # why the workers could not take it either
 
     @property
     def offload(self) -> OffloadPlan | None:
@@ -246,10 +247,6 @@ class HeaderCache:
         remote = text.startswith(("http://", "https://"))
         specs = [self.url(u, headers) if remote else self.local(Path(u)) for u in shard_urls(text)]
         return specs[0] if len(specs) == 1 else merge_shards(specs)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._specs.clear()
 
 
 # ---- the planner ----------------------------------------------------------------------------
@@ -417,14 +414,20 @@ class Planner:
                     yield PlannedVariant(variant, n_ctx, None, budget, error=str(exc))
                     continue
                 fits.append(fit)
-                spread = None
+                spread, why = None, ""
                 if workers and fit.verdict == Verdict.NO_FIT:
                     try:
                         spread = _plan_with_workers(spec, fn(n_ctx, 0), n_ctx, budget, o, workers)
-                    except QuantDeskError:
-                        spread = None  # the workers cannot take it either: "does not fit" stands
+                    except QuantDeskError as exc:  # "does not fit" stands, and says why
+                        why = str(exc)
                 yield PlannedVariant(
-                    variant, n_ctx, fit, budget, n_ctx_train=spec.n_ctx_train, split=spread
+                    variant,
+                    n_ctx,
+                    fit,
+                    budget,
+                    n_ctx_train=spec.n_ctx_train,
+                    split=spread,
+                    split_error=why,
                 )
         if stop.is_set():
             return

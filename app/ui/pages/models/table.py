@@ -152,6 +152,8 @@ class VariantTableModel(QAbstractTableModel):
             guess = f"\nAbout {rate:.1f} tokens/s on this machine ({how})" if rate else ""
             if fit.split is not None:  # too big here alone; the Settings workers take the rest
                 return f"{fit.offload.reason}.\nWith the workers in Settings: {fit.split.reason}"
+            if fit.split_error:
+                return f"{fit.offload.reason}.\nThe workers in Settings: {fit.split_error}"
             return fit.offload.reason + guess
         return ""
 
