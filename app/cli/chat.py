@@ -8,10 +8,11 @@ from dataclasses import replace
 
 from app.cli.common import fail, print_json
 from app.cli.memory_flags import add_memory_flags, plan_options
-from app.cli.worker import add_workers_flag, split_plan
+from app.cli.worker import add_workers_flag
 from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats, Sampling
 from app.core.errors import QuantDeskError
 from app.core.planning import LoadPlan, Planner
+from app.core.rpc import parse_workers
 
 DEFAULT_CTX = 4096
 
@@ -76,12 +77,16 @@ def _reply(engine: Engine, messages: list[dict[str, str]], args, echo: bool) -> 
     return stats
 
 
-def _auto_plan(args: argparse.Namespace) -> LoadPlan | None:
-    """The core planner's context and GPU layers, unless both were given by hand."""
-    if args.ctx is not None and args.gpu_layers is not None:
+def _plan(args: argparse.Namespace) -> LoadPlan | None:
+    """The core planner's context and GPU layers (and split over ``--workers``), unless both the
+    context and the layers were given by hand without workers."""
+    workers = parse_workers(args.workers)
+    if not workers and args.ctx is not None and args.gpu_layers is not None:
         return None
     with Planner() as planner:
-        plan = planner.plan_load(args.model, args.ctx or DEFAULT_CTX, options=plan_options(args))
+        plan = planner.plan_load(
+            args.model, args.ctx or DEFAULT_CTX, options=plan_options(args), workers=workers
+        )
     if args.gpu_layers is not None:
         plan = replace(
             plan, n_gpu_layers=args.gpu_layers, reason=f"{plan.reason}; GPU layers by hand"
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.system:
         messages.append({"role": "system", "content": args.system})
     try:
-        plan = split_plan(args, plan_options(args)) or _auto_plan(args)
+        plan = _plan(args)
     except QuantDeskError as exc:  # does not fit, a worker that is not there, a bad file
         if args.json and args.prompt is not None:
             return _json_error(f"cannot plan {args.model}: {exc}", exc)
@@ -139,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
             except EngineError as exc:
                 return _json_error(str(exc), exc) if args.json else fail(str(exc))
             if args.json:
-                loaded = {"n_ctx": options["n_ctx"], "n_gpu_layers": options["n_gpu_layers"]}
+                info = engine.loaded
+                loaded = {"n_ctx": info.n_ctx, "n_gpu_layers": info.n_gpu_layers} if info else {}
                 print_json(stats.to_json() | loaded)
             else:
                 print()

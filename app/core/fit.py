@@ -21,6 +21,7 @@ the last ``k - 1`` repeating layers on the GPU, so ``n_layer + 1`` means everyth
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -708,9 +709,14 @@ def expert_tensors_per_layer(spec: ModelSpec) -> int:
     return max((len(expert_kinds(spec, il)) for il in range(min(spec.n_layer, 4))), default=0)
 
 
+# llama.cpp's --n-cpu-moe pattern (common/arg.cpp): the plan and the load's overrides share it.
+MOE_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+_MOE_EXPERTS_RE = re.compile(MOE_EXPERTS)
+
+
 def is_expert_tensor(name: str) -> bool:
     """A MoE expert tensor (``blk.N.ffn_{up,down,gate,gate_up}_{,ch}exps``), as --n-cpu-moe matches."""
-    return "_exps." in name and ".ffn_" in name
+    return _MOE_EXPERTS_RE.search(name) is not None
 
 
 def has_experts(spec: ModelSpec) -> bool:

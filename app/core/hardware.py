@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import importlib.util
+import math
 import os
 import platform
 import re
@@ -375,7 +376,8 @@ def threads_for(physical_cores: int, per_cpu_percent: list[float]) -> int:
     """
     logical = max(1, len(per_cpu_percent))
     busy = sum(1 for p in per_cpu_percent if p > BUSY_PERCENT)
-    busy_cores = round(busy * physical_cores / logical)  # logical CPUs map onto cores evenly
+    # logical CPUs map onto cores evenly; a core with one busy hyperthread counts as busy
+    busy_cores = math.ceil(busy * physical_cores / logical)
     return max(1, physical_cores - busy_cores)
 
 

@@ -46,8 +46,6 @@ def test_scaled_down_moe_loads_with_expert_overrides(runner, tmp_path):
         assert abs(info.buffers["CPU compute"] - dry.compute["CPU"]) <= LOG_PRECISION
         req = GenerateRequest(prompt="the model", max_tokens=3, sampling=Sampling.preset("greedy"))
         assert list(eng.generate(req))[-1].tokens >= 1
-    log = "".join(f.read_text(errors="replace") for f in tmp_path.glob("*.log"))
-    assert "blk.0.ffn_up_exps.weight" in log or "tensor_buft_override" in log or log == ""
 
 
 @pytest.mark.parametrize("vram_gib", [4, 8, 12, 24])

@@ -156,6 +156,9 @@ def test_embeddings_of_a_model_with_a_pooling_layer(client, library, embed_file)
 
     for _ in library.import_file(embed_file):
         pass
+    before = client.completions.create(
+        model=embed_file.name, prompt="The sea and the weather", max_tokens=6, temperature=0, seed=3
+    )
     texts = ["the weather and the sea", "the sea and the weather", "ccc ddd eee"]
     out = client.embeddings.create(model=embed_file.name, input=texts)  # base64 on the wire
     vectors = [d.embedding for d in out.data]
@@ -168,6 +171,11 @@ def test_embeddings_of_a_model_with_a_pooling_layer(client, library, embed_file)
     assert vectors[0] != vectors[2]
     reply = client.completions.create(model=embed_file.name, prompt="The sea", max_tokens=5)
     assert reply.usage.completion_tokens > 0
+    # an embedding leaves no stale KV cache behind: the same prompt gives the same reply as before
+    after = client.completions.create(
+        model=embed_file.name, prompt="The sea and the weather", max_tokens=6, temperature=0, seed=3
+    )
+    assert after.choices[0].text == before.choices[0].text
 
 
 def _preflight(url: str, origin: str) -> dict[str, str]:

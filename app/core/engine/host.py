@@ -169,12 +169,13 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     if req.type_k not in KV_TYPES or req.type_v not in KV_TYPES:
         raise RequestError(f"unknown KV cache type {req.type_k}/{req.type_v}", "request")
     state.log_lines.clear()
-    t0 = time.perf_counter()
     from app.core.engine.host_dryrun import flash_attn_on, moe_load_params
     from app.core.hardware import suggested_threads
 
-    # Unless chosen, as many threads as there are cores no other program holds right now.
+    # Unless chosen, as many threads as there are cores no other program holds right now
+    # (sampled before the clock starts: it is not part of the load).
     threads = req.n_threads or suggested_threads()
+    t0 = time.perf_counter()
     try:
         # The memory settings are the plan's (PlanOptions): the same ones the dry run used.
         if req.rpc_servers:

@@ -22,7 +22,7 @@ from dataclasses import replace
 from app.core.engine.host import RequestError, State, current_rss
 from app.core.engine.protocol import DryRunRequest
 from app.core.errors import ErrorKind
-from app.core.fit import DryRun
+from app.core.fit import MOE_EXPERTS, DryRun
 from app.core.llama_log import (
     CACHE_LOG_KEYS,
     KV_TYPES,
@@ -196,7 +196,7 @@ def flash_attn_on(flash_attn: bool | None, type_v: str) -> bool:
     return flash_attn if flash_attn is not None else type_v != "f16"
 
 
-_MOE_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+_MOE_EXPERTS = MOE_EXPERTS  # one pattern for the plan (fit.is_expert_tensor) and the load
 
 
 def cpu_moe_overrides(state: State, n_layers: int, extra: tuple[str, ...] = ()) -> int | None:

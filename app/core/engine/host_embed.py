@@ -46,4 +46,8 @@ def handle(state: State, req: EmbedRequest) -> dict[str, Any]:
     finally:
         llm.context_params.embeddings = False
         lc.llama_set_embeddings(llm._ctx.ctx, False)
+        # embed() fills the KV cache with the texts but leaves input_ids as the last chat had
+        # them: forget both, or the next reply would reuse positions that now hold the texts.
+        llm._ctx.kv_cache_clear()
+        llm.reset()
     return {"embeddings": [[float(x) for x in v] for v in vectors], "prompt_tokens": int(count)}
