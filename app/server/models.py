@@ -28,8 +28,9 @@ from app.core.cancel import CancelToken
 from app.core.engine import Engine, GenerationStats, LoadedInfo
 from app.core.engine.protocol import EmbedRequest, GenerateRequest, TokenizeRequest
 from app.core.errors import ErrorKind
+from app.core.fit import Budget
 from app.core.library import Library, LibraryModel
-from app.core.planning import LoadPlan, PlanError, Planner
+from app.core.planning import MIN_CTX, LoadPlan, PlanError, Planner
 from app.server.config import ServerOptions
 from app.server.errors import ApiError
 
@@ -266,9 +267,7 @@ class ModelPool:
         """The plan to load ``model`` with, unloading LRU idle models while that helps."""
         o = self.options
         full = self.planner.budget(o.ram_budget_bytes, o.vram_budget_bytes)
-        alone = self.planner.plan_load(  # PlanError: a 503
-            model.path, o.n_ctx, budget=full, workers=o.workers
-        )
+        alone = self._plan_for(model, full)  # PlanError: a 503
         while True:
             with self._lock:
                 held = list(self._slots.values())
@@ -281,11 +280,7 @@ class ModelPool:
             )
             plan: LoadPlan | None
             try:
-                plan = (
-                    alone
-                    if not held
-                    else self.planner.plan_load(model.path, o.n_ctx, budget=left, workers=o.workers)
-                )
+                plan = alone if not held else self._plan_for(model, left)
                 error: PlanError | None = None
             except PlanError as exc:
                 plan, error = None, exc
@@ -307,6 +302,37 @@ class ModelPool:
             self._event(
                 "unloaded", victim.model.name, f"evicted (least recently used) for {model.name}"
             )
+
+    def _plan_for(self, model: LibraryModel, budget: Budget) -> LoadPlan:
+        """Here alone when the model fits at its context; split over the workers only when it
+        must and no loaded model holds them (a worker serves one engine at a time)."""
+        o = self.options
+        try:
+            local: LoadPlan | None = self.planner.plan_load(model.path, o.n_ctx, budget=budget)
+        except PlanError:
+            if not o.workers:
+                raise
+            local = None
+        if not o.workers:
+            assert local is not None
+            return local
+        spec = self.planner.spec(model.path)
+        want = max(MIN_CTX, min(o.n_ctx, int(spec.n_ctx_train or o.n_ctx)))
+        with self._lock:
+            workers_taken = any(s.plan.rpc_servers for s in self._slots.values())
+        if local is not None and (local.n_ctx >= want or workers_taken):
+            return local
+        if workers_taken:
+            raise PlanError(
+                f"{model.name} needs the workers, and a loaded model is using them (a worker "
+                "serves one model at a time)"
+            )
+        try:
+            return self.planner.plan_load(model.path, o.n_ctx, budget=budget, workers=o.workers)
+        except PlanError:
+            if local is not None:
+                return local  # the workers cannot help: the shortened context here stands
+            raise
 
     def _pop_lru_idle(self) -> Slot | None:
         with self._lock:

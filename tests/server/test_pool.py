@@ -241,3 +241,17 @@ def test_stopping_mid_stream_ends_streams_queues_and_engines(start_server, tiny_
     assert set(outcomes) == {"stream", "queued"}
     assert all(_gone(p) for p in pids)
     assert not server.pool.loaded() and not server.pool.engine_pids()
+
+
+def test_workers_are_asked_only_for_a_model_that_does_not_fit_here(start_server, tiny_files):
+    from app.core.rpc import free_port
+
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: consulting it would fail the load
+    server = start_server(workers=(dead,))
+    with _client(server) as c:
+        out = c.chat.completions.create(
+            model=name_of(tiny_files["Q8_0"]), messages=PROMPT, max_tokens=4
+        )
+    assert out.choices[0].message.content is not None
+    slot = next(iter(server.pool._slots.values()))
+    assert slot.plan.rpc_servers == ()  # the tiny model fits this machine: loaded here alone
