@@ -12,7 +12,7 @@ the tensor list llama.cpp's ``src/models/<arch>.cpp`` creates for it.  Two sizes
 
 Files are cached under ``.cache/test-models/zoo`` (or ``$QUANTDESK_TEST_MODELS/zoo``) by their
 parameters.  Usable from ``bench/`` and the tests; needs the sdist's vocab files
-(:func:`vocab_dir`: ``$QUANTDESK_VOCAB_DIR``, or ``/tmp/lcp/llama_cpp_python-*/...``).
+(:func:`vocab_dir` fetches them from PyPI on first use).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -291,26 +292,72 @@ FAMILIES = tuple(FULL)
 
 
 # ---- vocab files ------------------------------------------------------------------------------
+def _llama_cpp_python() -> str:
+    """The installed llama-cpp-python's version: its sdist vendors the llama.cpp that runs."""
+    from importlib.metadata import version
+
+    return version("llama-cpp-python")
+
+
 def vocab_dir() -> Path:
-    """The sdist's ``vendor/llama.cpp/models`` folder (``$QUANTDESK_VOCAB_DIR`` overrides)."""
+    """The sdist's ``vendor/llama.cpp/models`` vocab files, fetched from PyPI on first use.
+
+    ``$QUANTDESK_VOCAB_DIR`` overrides; an unpacked sdist under ``/tmp/lcp`` is used as it is.
+    Otherwise ``pip download`` fetches the sdist (pip's cache makes that a copy after the build)
+    and only its ``ggml-vocab-*.gguf`` files are kept under the test-model cache.  A machine that
+    cannot reach PyPI gets an error that says so: the zoo tests fail rather than skip, because a
+    skipped check of the fit on every family is one nobody sees.
+    """
     env = os.environ.get("QUANTDESK_VOCAB_DIR")
     if env:
         return Path(env)
-    hits = sorted(glob.glob("/tmp/lcp/llama_cpp_python-*/vendor/llama.cpp/models"))
-    if not hits:
-        raise FileNotFoundError(
-            "no llama.cpp vocab files: pip download --no-binary :all: --no-deps "
-            "llama-cpp-python==0.3.36 -d /tmp/lcp && tar xzf /tmp/lcp/*.tar.gz -C /tmp/lcp "
-            "(or set QUANTDESK_VOCAB_DIR)"
-        )
-    return Path(hits[-1])
+    pin = _llama_cpp_python()
+    hits = sorted(glob.glob(f"/tmp/lcp/llama_cpp_python-{pin}/vendor/llama.cpp/models"))
+    if hits:
+        return Path(hits[-1])
+    folder = cache_root() / f"llama.cpp-vocab-{pin}"
+    if not (folder / "ggml-vocab-llama-bpe.gguf").exists():
+        _fetch_vocab(folder, pin)
+    return folder
 
 
-def available() -> bool:
-    try:
-        return (vocab_dir() / "ggml-vocab-llama-bpe.gguf").exists()
-    except FileNotFoundError:
-        return False
+def _fetch_vocab(folder: Path, pin: str) -> None:
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="qd-sdist-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+        cmd += ["-q", "-d", tmp, f"llama-cpp-python=={pin}"]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+        except (subprocess.SubprocessError, OSError) as exc:
+            detail = getattr(exc, "stderr", "") or exc
+            raise FileNotFoundError(
+                f"the llama.cpp vocab files come from llama-cpp-python {pin}'s "
+                f"source distribution and pip could not fetch it ({str(detail).strip()[-300:]}); "
+                "set QUANTDESK_VOCAB_DIR to an unpacked sdist's vendor/llama.cpp/models"
+            ) from exc
+        (sdist,) = Path(tmp).glob("llama_cpp_python-*.tar.gz")
+        part = folder.with_name(folder.name + f".{os.getpid()}.part")
+        part.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(sdist) as tar:
+            for member in tar:
+                name = Path(member.name)
+                if (
+                    member.isfile()
+                    and name.parent.as_posix().endswith("vendor/llama.cpp/models")
+                    and name.name.startswith("ggml-vocab-")
+                    and name.suffix == ".gguf"
+                ):
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    (part / name.name).write_bytes(src.read())
+        if folder.exists():  # another process got there first
+            shutil.rmtree(part, ignore_errors=True)
+        else:
+            part.replace(folder)
 
 
 _TOKENIZER_CACHE: dict[str, list[tuple[str, Any, Any, Any]]] = {}

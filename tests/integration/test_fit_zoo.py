@@ -17,7 +17,6 @@ from app.core.engine.protocol import GenerateRequest, Sampling
 from app.core.gguf_header import read_local
 from tests import zoo
 
-pytestmark = pytest.mark.skipif(not zoo.available(), reason="llama.cpp vocab files not found")
 
 LOG_PRECISION = int(0.005 * fit.MIB) + 1
 CONTEXTS = (1024, 4096)

@@ -12,7 +12,6 @@ import pytest
 from app.core.gguf_header import read_local
 from tests import zoo
 
-pytestmark = pytest.mark.skipif(not zoo.available(), reason="llama.cpp vocab files not found")
 
 
 def test_compare_on_a_large_vocabulary_uses_the_scoring_plan(planner):

@@ -15,7 +15,6 @@ from app.core.fit import GIB, Budget
 from app.core.gguf_header import read_local
 from tests import zoo
 
-pytestmark = pytest.mark.skipif(not zoo.available(), reason="llama.cpp vocab files not found")
 LOG_PRECISION = int(0.005 * fit.MIB) + 1
 
 
