@@ -31,12 +31,17 @@ import numpy as np
 
 from tests.modelfactory import cache_root
 
-ZOO_FORMAT = 1  # bump when the files written change
+ZOO_FORMAT = 2  # bump when the files written change
 
 
 @dataclass(frozen=True)
 class ZooModel:
-    """One family's shapes: ``n_head_kv`` may be per layer (0 = a recurrent layer)."""
+    """One family's shapes: ``n_head_kv`` may be per layer (0 = a recurrent layer).
+
+    ``head_dim`` is the global layers' head size; ``head_dim_swa`` (when set) the windowed
+    layers' (gemma4's ``key_length_swa``).  ``swa_pattern`` is written as the file's
+    ``sliding_window_pattern`` array; without it llama.cpp's per-architecture default applies.
+    """
 
     family: str
     arch: str
@@ -49,13 +54,16 @@ class ZooModel:
     n_ff: int
     n_ctx_train: int
     n_swa: int = 0
-    swa_pattern_key: bool = False  # gemma3 files carry no pattern key: llama.cpp's default rules
+    swa_pattern: tuple[bool, ...] = ()  # True = a windowed layer; () = no pattern key in the file
+    head_dim_swa: int = 0
     n_expert: int = 0
     n_expert_used: int = 0
     n_ff_exp: int = 0
     tied_output: bool = False
     qkv_bias: bool = False
     l_cache: int = 0  # lfm2's short-convolution state length
+    n_vocab_pad: int = 0  # pad the vocab file's token list with reserved control tokens to this
+    expert_quant: str = ""  # the full-size file's type for expert matrices ("" = the file's quant)
     extra: tuple[tuple[str, Any], ...] = ()  # more <arch>.<key> metadata
     note: str = ""
 
@@ -67,6 +75,12 @@ class ZooModel:
         h = self.n_head_kv
         return h[il] if isinstance(h, tuple) else h
 
+    def is_swa(self, il: int) -> bool:
+        return bool(self.swa_pattern[il]) if self.swa_pattern else False
+
+    def head_size(self, il: int) -> int:
+        return self.head_dim_swa if self.head_dim_swa and self.is_swa(il) else self.head_dim
+
     @property
     def moe(self) -> bool:
         return self.n_expert > 0
@@ -74,6 +88,11 @@ class ZooModel:
 
 def _lfm2_heads(n_layer: int, attn: tuple[int, ...], kv: int) -> tuple[int, ...]:
     return tuple(kv if il in attn else 0 for il in range(n_layer))
+
+
+# Gemma 4 26B-A4B (ggml-vocab-gemma-4.gguf): every sixth layer global, with 2 KV heads, not 8.
+_GEMMA4_SWA = tuple(il % 6 != 5 for il in range(30))
+_GEMMA4_KV = tuple(8 if swa else 2 for swa in _GEMMA4_SWA)
 
 
 # The true sizes (the model each imitates in ``note``) ------------------------------------------
@@ -216,6 +235,62 @@ FULL: dict[str, ZooModel] = {
             l_cache=3,
             note="LFM2 1.2B: hybrid, 10 short-convolution layers",
         ),
+        ZooModel(
+            "gemma4",
+            "gemma4",
+            "gemma-4",
+            30,
+            2816,
+            16,
+            _GEMMA4_KV,
+            512,
+            2112,
+            262144,
+            n_swa=1024,
+            swa_pattern=_GEMMA4_SWA,
+            head_dim_swa=256,
+            n_expert=128,
+            n_expert_used=8,
+            n_ff_exp=704,
+            tied_output=True,
+            extra=(
+                ("rope.freq_base", 1000000.0),
+                ("rope.freq_base_swa", 10000.0),
+                ("final_logit_softcapping", 30.0),
+                ("attention.shared_kv_layers", 0),
+                ("embedding_length_per_layer_input", 0),
+            ),
+            note=(
+                "Gemma 4 26B-A4B: the hyper-parameters of ggml-vocab-gemma-4.gguf (5 windowed "
+                "layers of 256-wide heads to 1 global of 512, 8 or 2 KV heads, 128 experts beside "
+                "a dense FFN); global layers without v_proj (attention_k_eq_v)"
+            ),
+        ),
+        ZooModel(
+            "gptoss",
+            "gpt-oss",
+            "qwen2",
+            24,
+            2880,
+            64,
+            8,
+            64,
+            2880,
+            131072,
+            n_swa=128,
+            n_expert=32,
+            n_expert_used=4,
+            n_ff_exp=2880,
+            qkv_bias=True,
+            n_vocab_pad=201088,
+            expert_quant="MXFP4",
+            extra=(("rope.freq_base", 150000.0),),
+            note=(
+                "gpt-oss-20b: no vocab file ships, so qwen2's BPE vocabulary padded with reserved "
+                "control tokens to o200k's 201088; experts MXFP4 as published, the rest at the "
+                "file's quant; no pattern key (llama.cpp windows every other layer)"
+            ),
+        ),
     )
 }
 
@@ -285,6 +360,35 @@ SMALL: dict[str, ZooModel] = {
         n_head_kv=_lfm2_heads(6, (2, 5), 1),
         head_dim=32,
         n_ff=256,
+        n_ctx_train=32768,
+    ),
+    "gemma4": replace(
+        FULL["gemma4"],
+        n_layer=6,
+        n_embd=128,
+        n_head=8,
+        n_head_kv=(4, 4, 4, 4, 4, 1),
+        head_dim=64,
+        head_dim_swa=32,
+        swa_pattern=_GEMMA4_SWA[:6],
+        n_ff=128,
+        n_swa=256,
+        n_expert=8,
+        n_expert_used=2,
+        n_ff_exp=32,
+        n_ctx_train=32768,
+    ),
+    "gptoss": replace(
+        FULL["gptoss"],
+        n_layer=4,
+        n_embd=128,
+        n_head=8,
+        n_head_kv=1,
+        head_dim=32,
+        n_ff=64,
+        n_expert=8,
+        n_expert_used=2,
+        n_ff_exp=64,
         n_ctx_train=32768,
     ),
 }
@@ -381,8 +485,31 @@ def _tokenizer_fields(vocab: str) -> list[tuple[str, Any, Any, Any]]:
     return out
 
 
+def _tokenizer(m: ZooModel) -> list[tuple[str, Any, Any, Any]]:
+    """The vocab file's tokenizer fields, its token list padded to ``m.n_vocab_pad``.
+
+    The padding is reserved control tokens (as real vocabularies reserve ids): never produced by
+    the BPE merges, so the tokenizer behaves as the vocab file's, while every vocabulary-sized
+    tensor and buffer has the imitated model's size.
+    """
+    fields = _tokenizer_fields(m.vocab)
+    tokens = next((v for k, v, _, _ in fields if k == "tokenizer.ggml.tokens"), None)
+    if tokens is None:
+        raise ValueError(f"ggml-vocab-{m.vocab}.gguf has no token list")
+    extra = m.n_vocab_pad - len(tokens)
+    if extra <= 0:
+        return fields
+    control = 3  # llama_token_type CONTROL
+    pad = {
+        "tokenizer.ggml.tokens": [f"<|reserved_zoo_{i}|>" for i in range(extra)],
+        "tokenizer.ggml.token_type": [control] * extra,
+        "tokenizer.ggml.scores": [0.0] * extra,
+    }
+    return [(k, list(v) + pad[k] if k in pad else v, t, sub) for k, v, t, sub in fields]
+
+
 def n_vocab(m: ZooModel) -> int:
-    for key, value, _, _ in _tokenizer_fields(m.vocab):
+    for key, value, _, _ in _tokenizer(m):
         if key == "tokenizer.ggml.tokens":
             return len(value)
     raise ValueError(f"ggml-vocab-{m.vocab}.gguf has no token list")
@@ -395,6 +522,12 @@ def tensor_shapes(m: ZooModel) -> Iterator[tuple[str, tuple[int, ...]]]:
     e, v, hd = m.n_embd, n_vocab(m), m.head_dim
     q = m.n_head * hd
     yield "token_embd.weight", (v, e)
+    if m.arch == "gemma4":
+        yield from _gemma4_tensors(m, e)
+        return
+    if m.arch == "gpt-oss":
+        yield from _gptoss_tensors(m, e, v)
+        return
     for il in range(m.n_layer):
         p = f"blk.{il}."
         kv = m.kv_heads(il) * hd
@@ -450,6 +583,63 @@ def tensor_shapes(m: ZooModel) -> Iterator[tuple[str, tuple[int, ...]]]:
         yield "output.weight", (v, e)
 
 
+def _gemma4_tensors(m: ZooModel, e: int) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """src/models/gemma4.cpp: per-layer head sizes, the dense FFN beside the experts (fused
+    gate+up, as the converter writes them), the router's input scale and per-expert scales."""
+    yield "rope_freqs.weight", (m.head_dim // 2,)  # the global layers' proportional rope, shared
+    for il in range(m.n_layer):
+        p, hd = f"blk.{il}.", m.head_size(il)
+        q, kv = m.n_head * hd, m.kv_heads(il) * hd
+        yield p + "attn_norm.weight", (e,)
+        yield p + "attn_q.weight", (q, e)
+        yield p + "attn_k.weight", (kv, e)
+        if m.is_swa(il):  # global layers use K as V (attention_k_eq_v): no v_proj
+            yield p + "attn_v.weight", (kv, e)
+        yield p + "attn_output.weight", (e, q)
+        yield p + "attn_q_norm.weight", (hd,)
+        yield p + "attn_k_norm.weight", (hd,)
+        yield p + "post_attention_norm.weight", (e,)
+        yield p + "layer_output_scale.weight", (1,)
+        yield p + "ffn_norm.weight", (e,)
+        yield from _dense_ffn(p, e, m.n_ff)
+        yield p + "post_ffw_norm.weight", (e,)
+        yield p + "ffn_gate_inp.weight", (m.n_expert, e)
+        yield p + "ffn_gate_inp.scale", (e,)
+        yield p + "pre_ffw_norm_2.weight", (e,)
+        yield p + "post_ffw_norm_1.weight", (e,)
+        yield p + "post_ffw_norm_2.weight", (e,)
+        yield p + "ffn_gate_up_exps.weight", (m.n_expert, 2 * m.n_ff_exp, e)
+        yield p + "ffn_down_exps.weight", (m.n_expert, e, m.n_ff_exp)
+        yield p + "ffn_down_exps.scale", (m.n_expert,)
+    yield "output_norm.weight", (e,)
+
+
+def _gptoss_tensors(m: ZooModel, e: int, v: int) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """src/models/openai-moe.cpp: biased attention with a sink per head, biased experts."""
+    hd, ff, n_exp = m.head_dim, m.n_ff_exp, m.n_expert
+    q = m.n_head * hd
+    for il in range(m.n_layer):
+        p, kv = f"blk.{il}.", m.kv_heads(il) * hd
+        yield p + "attn_norm.weight", (e,)
+        yield p + "post_attention_norm.weight", (e,)
+        for name, rows in (("q", q), ("k", kv), ("v", kv)):
+            yield p + f"attn_{name}.weight", (rows, e)
+            yield p + f"attn_{name}.bias", (rows,)
+        yield p + "attn_output.weight", (e, q)
+        yield p + "attn_output.bias", (e,)
+        yield p + "attn_sinks.weight", (m.n_head,)
+        yield p + "ffn_gate_inp.weight", (n_exp, e)
+        yield p + "ffn_gate_inp.bias", (n_exp,)
+        yield p + "ffn_gate_exps.weight", (n_exp, ff, e)
+        yield p + "ffn_down_exps.weight", (n_exp, e, ff)
+        yield p + "ffn_up_exps.weight", (n_exp, ff, e)
+        yield p + "ffn_gate_exps.bias", (n_exp, ff)
+        yield p + "ffn_down_exps.bias", (n_exp, e)
+        yield p + "ffn_up_exps.bias", (n_exp, ff)
+    yield "output_norm.weight", (e,)
+    yield "output.weight", (v, e)
+
+
 def _dense_ffn(p: str, e: int, ff: int) -> Iterator[tuple[str, tuple[int, ...]]]:
     yield p + "ffn_gate.weight", (ff, e)
     yield p + "ffn_up.weight", (ff, e)
@@ -457,7 +647,12 @@ def _dense_ffn(p: str, e: int, ff: int) -> Iterator[tuple[str, tuple[int, ...]]]
 
 
 def _is_norm(name: str) -> bool:
-    return "norm" in name or name.endswith(".bias") or "shortconv.conv" in name
+    """A vector llama.cpp reads in F32 (norms, biases, scales, sinks, rope factors)."""
+    return (
+        "norm" in name
+        or name.endswith((".bias", ".scale"))
+        or any(k in name for k in ("shortconv.conv", "attn_sinks", "rope_freqs", "output_scale"))
+    )
 
 
 # ---- metadata -----------------------------------------------------------------------------------
@@ -479,6 +674,12 @@ def _add_metadata(w: Any, m: ZooModel, file_type: int) -> None:
         w.add_uint32(f"{a}.attention.key_length", m.head_dim)
         w.add_uint32(f"{a}.attention.value_length", m.head_dim)
     w.add_uint32(f"{a}.rope.dimension_count", m.head_dim)
+    if m.head_dim_swa:
+        w.add_uint32(f"{a}.attention.key_length_swa", m.head_dim_swa)
+        w.add_uint32(f"{a}.attention.value_length_swa", m.head_dim_swa)
+        w.add_uint32(f"{a}.rope.dimension_count_swa", m.head_dim_swa)
+    if m.swa_pattern:
+        w.add_array(f"{a}.attention.sliding_window_pattern", [bool(x) for x in m.swa_pattern])
     if a == "cohere2":
         w.add_float32(f"{a}.attention.layer_norm_epsilon", 1e-5)
     else:
@@ -497,7 +698,7 @@ def _add_metadata(w: Any, m: ZooModel, file_type: int) -> None:
         else:
             w.add_uint32(f"{a}.{key}", value)
     w.add_file_type(file_type)
-    for key, value, vtype, sub in _tokenizer_fields(m.vocab):
+    for key, value, vtype, sub in _tokenizer(m):
         if vtype == gguf.GGUFValueType.ARRAY:
             w.add_key_value(key, list(value), vtype, sub_type=sub)
         else:
@@ -568,6 +769,9 @@ def _write_sparse(path: Path, m: ZooModel, quant: str) -> None:
         getattr(gguf.LlamaFileType, f"MOSTLY_{quant}_M", None)
         or gguf.LlamaFileType[f"MOSTLY_{quant}"]
     )
+    expert_t = gguf.GGMLQuantizationType[m.expert_quant] if m.expert_quant else None
+    if expert_t == gguf.GGMLQuantizationType.MXFP4:
+        ftype = gguf.LlamaFileType.MOSTLY_MXFP4_MOE  # what llama-quantize labels such a file
     _add_metadata(w, m, int(ftype))
     total = 0
     align = w.data_alignment
@@ -575,6 +779,10 @@ def _write_sparse(path: Path, m: ZooModel, quant: str) -> None:
         n = int(np.prod(dims))
         if _is_norm(name):
             t, nbytes = gguf.GGMLQuantizationType.F32, 4 * n
+        elif expert_t is not None and "_exps.weight" in name:
+            eblock, ebytes = gguf.GGML_QUANT_SIZES[expert_t]
+            assert dims[-1] % eblock == 0, (name, dims)
+            t, nbytes = expert_t, n // eblock * ebytes
         elif dims[-1] % block == 0:
             t, nbytes = qtype, n // block * block_bytes
         else:

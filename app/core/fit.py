@@ -4,7 +4,8 @@ The figures mirror llama.cpp (0.3.36's vendored build, DESIGN.md section 4):
 
 * weights come from the header, tensor by tensor (exact ggml sizes);
 * the KV cache is ``cells x (row(type_k, head_dim_k x n_head_kv) + row(type_v, ...))`` per layer,
-  cells = n_ctx padded to 256 (sliding-window layers keep ``min(n_ctx, n_swa + n_ubatch)``);
+  cells = n_ctx padded to 256 (sliding-window layers keep ``min(n_ctx, n_swa + n_ubatch)``, and
+  may have their own head size); without flash attention V rows are padded to the widest layer's;
 * compute and output buffers are *not* modelled: a llama.cpp dry run (``no_alloc``) on a header-only
   file reports them exactly (:class:`DryRun`, produced by ``app.core.engine.host_dryrun``);
 * the CPU backend's work buffer is modelled (:func:`cpu_work_bytes`): ggml allocates it on the
@@ -150,23 +151,51 @@ def kv_layer_bytes(
     type_v: str = "f16",
     n_ubatch: int = 512,
     swa_full: bool = True,
+    flash_attn: bool | None = None,
 ) -> list[int]:
     """Bytes of the KV cache of each repeating layer, as llama.cpp allocates it (a formula: the
-    planner takes llama.cpp's own figures from a dry run, :func:`kv_from_dry_run`)."""
+    planner takes llama.cpp's own figures from a dry run, :func:`kv_from_dry_run`).
+
+    ``flash_attn`` None is the engine's rule: on for a quantized V cache."""
+    v_trans = not _flash_attn_on(flash_attn, type_v)
     out = []
     for il in range(spec.n_layer):
         out.append(
-            _layer_cells(spec, il, n_ctx, n_ubatch, swa_full) * _kv_row(spec, il, type_k, type_v)
+            _layer_cells(spec, il, n_ctx, n_ubatch, swa_full)
+            * _kv_row(spec, il, type_k, type_v, v_trans)
         )
     return out
 
 
-def _kv_row(spec: ModelSpec, il: int, type_k: str, type_v: str) -> int:
-    """Bytes one cell of layer ``il`` takes (K and V rows)."""
+def _flash_attn_on(flash_attn: bool | None, type_v: str) -> bool:
+    return flash_attn if flash_attn is not None else type_v.lower() != "f16"
+
+
+def _head_dims(spec: ModelSpec, il: int) -> tuple[int, int]:
+    """(K, V) head sizes of layer ``il``: windowed layers may have their own (``key_length_swa``),
+    as llama_hparams::n_embd_head_k(il) picks them."""
+    if (spec.head_dim_k_swa or spec.head_dim_v_swa) and spec.n_swa and _is_swa_layer(spec, il):
+        return spec.head_dim_k_swa or spec.head_dim_k, spec.head_dim_v_swa or spec.head_dim_v
+    return spec.head_dim_k, spec.head_dim_v
+
+
+def _kv_row(spec: ModelSpec, il: int, type_k: str, type_v: str, v_trans: bool = False) -> int:
+    """Bytes one cell of layer ``il`` takes (K and V rows).
+
+    Without flash attention llama.cpp stores V transposed, and where the layers' V widths differ
+    (gemma4: 8 heads of 256 on windowed layers, 2 of 512 on global ones) it pads every layer's V to
+    the widest (llama-kv-cache.cpp, TAG_V_CACHE_VARIABLE).
+    """
     heads = spec.n_head_kv_of(il)
     if not heads:
         return 0
-    return _row(type_k, spec.head_dim_k * heads) + _row(type_v, spec.head_dim_v * heads)
+    dim_k, dim_v = _head_dims(spec, il)
+    v_width = dim_v * heads
+    if v_trans:
+        v_width = max(
+            v_width, max(_head_dims(spec, j)[1] * spec.n_head_kv_of(j) for j in range(spec.n_layer))
+        )
+    return _row(type_k, dim_k * heads) + _row(type_v, v_width)
 
 
 def _layer_cells(spec: ModelSpec, il: int, n_ctx: int, n_ubatch: int, swa_full: bool = True) -> int:
@@ -205,13 +234,14 @@ def kv_from_dry_run(
     """
     n = spec.n_layer
     if not dry.caches:
-        per = kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch)
+        per = kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch, flash_attn=dry.flash_attn)
         cells = max(
             (_layer_cells(spec, il, n_ctx, n_ubatch) for il in range(n) if per[il]), default=0
         )
         formula = [{"kind": "formula", "cells": pad_ctx(n_ctx), "layers": n, "bytes": sum(per)}]
         return KVSplit(per, [0] * n, formula, cells)
     per, state = [0] * n, [0] * n
+    v_trans = not _flash_attn_on(dry.flash_attn, type_v)
     caches: list[dict[str, Any]] = []
     max_cells = 0
     for c in dry.caches:
@@ -219,7 +249,7 @@ def kv_from_dry_run(
         nbytes = c.nbytes
         if c.kind != "state":
             try:
-                rows = [_kv_row(spec, il, type_k, type_v) for il in layers]
+                rows = [_kv_row(spec, il, type_k, type_v, v_trans) for il in layers]
             except ValueError:
                 rows = []
             exact = c.cells * sum(rows)
@@ -286,7 +316,7 @@ def cpu_work_bytes(
     filling 2048 tokens: a 30.9 MiB anonymous block = 2048 x 495 x 16 x 2 bytes).  The other
     conversions (activations to the weights' dot type) are a few MiB at most and fit in it.
     """
-    if flash_attn if flash_attn is not None else type_v.lower() != "f16":
+    if _flash_attn_on(flash_attn, type_v):
         return 0  # flash attention: per-thread scratch rows only
     n_tokens = min(n_ubatch, n_batch, n_ctx)
     layers = [il for il in range(spec.n_layer) if spec.n_head_kv_of(il)]
@@ -301,9 +331,10 @@ def kv_bytes(
     type_v: str = "f16",
     n_ubatch: int = 512,
     swa_full: bool = True,
+    flash_attn: bool | None = None,
 ) -> int:
     """The KV formula's total (a fallback and a check: plans take llama.cpp's dry-run figures)."""
-    return sum(kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch, swa_full))
+    return sum(kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch, swa_full, flash_attn))
 
 
 def extra_buffer_of(

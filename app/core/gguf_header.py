@@ -233,6 +233,10 @@ class ModelSpec:
     file_sizes: list[int] = field(default_factory=list)
     # The header itself (kept by read_url): enough to rebuild a header-only file for a dry run.
     raw_header: bytes = field(default=b"", repr=False, compare=False)
+    # Head sizes of the sliding-window layers (``attention.key_length_swa``, gemma4: 256 where the
+    # global layers have 512); 0 = the same as the global layers'.
+    head_dim_k_swa: int = 0
+    head_dim_v_swa: int = 0
 
     @property
     def chat_template(self) -> str | None:
@@ -870,6 +874,8 @@ def _spec_from(
         n_head_kv=n_head_kv,
         head_dim_k=num("attention.key_length", head_dim),
         head_dim_v=num("attention.value_length", head_dim),
+        head_dim_k_swa=num("attention.key_length_swa"),
+        head_dim_v_swa=num("attention.value_length_swa"),
         n_swa=num("attention.sliding_window"),
         n_ctx_train=num("context_length"),
         n_vocab=num("vocab_size", len(vocab) if isinstance(vocab, list) else 0),

@@ -17,7 +17,6 @@ from app.core.engine.protocol import GenerateRequest, Sampling
 from app.core.gguf_header import read_local
 from tests import zoo
 
-
 LOG_PRECISION = int(0.005 * fit.MIB) + 1
 CONTEXTS = (1024, 4096)
 
@@ -67,6 +66,10 @@ def test_plan_equals_a_real_load_of_each_family(runner, engine, family):
         for c, p in zip(info.caches, plan.kv_caches, strict=True):
             assert abs(c.nbytes - p["bytes"]) <= LOG_PRECISION, (family, n_ctx, c)
         assert _close(sum(c.nbytes for c in info.caches), plan.kv_bytes)
+        # The planner's own model of the caches (head sizes per layer, V padding, windows) gives
+        # the same bytes: the plan took exact products, not llama.cpp's rounded MiB.
+        formula = fit.kv_bytes(spec, n_ctx, cache, cache, swa_full=swa_full)
+        assert formula + plan.state_bytes == plan.kv_bytes, (family, n_ctx)
         if spec.n_swa and family != "phi3":  # phi3: llama.cpp disables its window
             swa = next(c for c in plan.kv_caches if c["kind"] == "swa")
             assert (swa["cells"] == fit.pad_ctx(n_ctx)) == swa_full, (family, swa)
@@ -100,7 +103,7 @@ def test_windowed_model_without_pattern_key_gets_llama_cpp_pattern(runner):
     assert plans[8192, False].kv_bytes < plans[8192, True].kv_bytes / 2
 
 
-@pytest.mark.parametrize("family", ["gemma3", "lfm2", "phi3"])
+@pytest.mark.parametrize("family", ["gemma3", "lfm2", "phi3", "gemma4", "gptoss"])
 def test_full_size_headers_plan_at_their_true_size(runner, family):
     path = zoo.full_path(family)
     spec, dry = _dry(runner, path, 8192)
@@ -108,11 +111,43 @@ def test_full_size_headers_plan_at_their_true_size(runner, family):
     plan = fit.plan_memory(spec, dry, 8192)
     assert plan.weights_bytes > 5e8
     assert plan.kv_bytes > 0 and plan.compute_bytes > 0
+    caches = {c["kind"]: c for c in plan.kv_caches}
     if family == "lfm2":
         assert plan.state_bytes > 0  # recurrent layers: a fixed state, not KV
     if family == "gemma3":  # 8 global layers of 48: llama.cpp's pattern at the true size
-        full = next(c for c in plan.kv_caches if c["kind"] == "full")
-        assert full["layers"] == 8
+        assert caches["full"]["layers"] == 8
+    if family == "gemma4":
+        # 5 global layers of 30 with 2 KV heads of 512, 25 windowed with 8 of 256; f16 without
+        # flash attention stores V transposed, each layer's padded to the widest (8 x 256).
+        assert dry.swa_layers == tuple(il for il in range(30) if il % 6 != 5)
+        assert caches["full"] == {
+            "kind": "full",
+            "cells": 8192,
+            "layers": 5,
+            "bytes": 8192 * 5 * (2 * 512 + 8 * 256) * 2,
+        }
+        assert caches["swa"]["layers"] == 25
+        assert caches["swa"]["bytes"] == 8192 * 25 * (8 * 256 * 2) * 2
+        assert plan.kv_bytes == fit.kv_bytes(spec, 8192)  # the formula knows both head sizes
+    if family == "gptoss":
+        # llama.cpp's load_swa_pattern(ml, 2) without a pattern key: the even layers windowed.
+        assert dry.swa_layers == tuple(range(0, 24, 2))
+        assert spec.n_vocab == 201088 and spec.quant == "MXFP4_MOE"
+        experts = [
+            t for t in spec.tensors if fit.is_expert_tensor(t.name) and t.name.endswith("weight")
+        ]
+        assert len(experts) == 3 * 24
+        assert all(t.type_name == "MXFP4" and t.nbytes == t.n_elements // 32 * 17 for t in experts)
+        _, windowed = _dry(runner, path, 8192, settings=MemorySettings(swa_full=False))
+        small = {c["kind"]: c for c in fit.plan_memory(spec, windowed, 8192).kv_caches}
+        row = 8 * 64 * 2 * 2  # 8 KV heads of 64, K and V in f16
+        assert small["swa"] == {"kind": "swa", "cells": 768, "layers": 12, "bytes": 768 * 12 * row}
+        assert small["full"] == {
+            "kind": "full",
+            "cells": 8192,
+            "layers": 12,
+            "bytes": 8192 * 12 * row,
+        }
 
 
 def test_unknown_architecture_is_unsupported_before_download(planner, tmp_path):

@@ -2,8 +2,8 @@
 
 * What-if VRAM budgets on the full-size Qwen3-30B-A3B-shaped header: keeping the experts of the
   first N layers in RAM puts more bytes on the GPU than dropping whole layers.
-* The scaled-down MoE loads with expert buffer-type overrides on this CPU build, and the buffers
-  llama.cpp logs match the plan's split.
+* Each scaled-down MoE of the zoo (qwen3moe, gemma4, gpt-oss) loads with expert buffer-type
+  overrides on this CPU build, and the buffers llama.cpp logs match the plan's split.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ def _whole_layers(spec, budget, fn, n_ctx):
     return fit._plan_at(spec, fn, n_ctx, lo, "f16", "f16")
 
 
-def test_scaled_down_moe_loads_with_expert_overrides(runner, tmp_path):
+MOE_FAMILIES = tuple(f for f in zoo.FAMILIES if zoo.SMALL[f].moe)
+
+
+@pytest.mark.parametrize("family", MOE_FAMILIES)
+def test_scaled_down_moe_loads_with_expert_overrides(runner, tmp_path, family):
     from app.core.dryrun import MemorySettings
     from app.core.engine import Engine
     from app.core.engine.protocol import GenerateRequest, Sampling
 
-    path = zoo.small_path("qwen3moe")
+    path = zoo.small_path(family)
     spec = read_local(path)
     n_ctx = 1024
     p, digest = runner.prepare(path, spec)
