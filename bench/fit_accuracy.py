@@ -397,8 +397,13 @@ class RunTimeout(Exception):
     """One measured run took longer than --run-timeout."""
 
 
-def _zoo_run(path: Path, n_ctx: int, workload: str, swa_full: bool, timeout: int) -> dict:
-    """One fresh engine child: a chat filling the context, or a scoring pass over it."""
+def _zoo_run(
+    path: Path, n_ctx: int, workload: str, cache: str, swa_full: bool, timeout: int, fill: bool
+) -> dict:
+    """One fresh engine child: a chat filling the context, or a scoring pass over it.
+
+    Without ``fill`` the model is only loaded (llama.cpp's buffers, for the long contexts).
+    """
     import signal
 
     from app.core.engine.protocol import ScoreRequest
@@ -413,26 +418,47 @@ def _zoo_run(path: Path, n_ctx: int, workload: str, swa_full: bool, timeout: int
     signal.alarm(timeout)
     try:
         eng.start()
-        info = eng.load(path, n_ctx=n_ctx, swa_full=swa_full, n_threads=2)
-        words = (WORDS * (n_ctx // len(WORDS) + 2))[:n_ctx]
-        room = n_ctx - 24  # the prompt fills the context but for the generated tokens
-        for _ in range(6):  # cut the text until it tokenizes within the room
-            n = len(eng.request(TokenizeRequest(" ".join(words))))
-            if n <= room:
-                break
-            words = words[: max(1, len(words) * room // n - 4)]
-        text = " ".join(words)
-        if workload == "chat":
-            greedy = Sampling.preset("greedy")
-            req = GenerateRequest(
-                prompt=text, max_tokens=16, sampling=greedy, stream=False, ignore_eos=True
-            )
-            eng.complete(req)
-        else:
-            tokens = eng.request(TokenizeRequest(text))
-            eng.request(ScoreRequest(tokens=list(tokens), start=1), timeout=timeout)
+        info = eng.load(
+            path,
+            n_ctx=n_ctx,
+            type_k=cache,
+            type_v=cache,
+            swa_full=swa_full,
+            n_threads=2,
+            n_outputs_max=fit.WORKLOAD_OUTPUTS[workload],
+        )
+        loaded = _status(eng.pid)
+        # The workload's own peak, without the load's transient (the loader's metadata, freed
+        # by the end of the load): "5" resets the peak-RSS mark to the current RSS.
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{eng.pid}/clear_refs").write_text("5")
+        if fill:
+            words = (WORDS * (n_ctx // len(WORDS) + 2))[:n_ctx]
+            room = n_ctx - 24  # the prompt fills the context but for the generated tokens
+            for _ in range(6):  # cut the text until it tokenizes within the room
+                n = len(eng.request(TokenizeRequest(" ".join(words))))
+                if n <= room:
+                    break
+                words = words[: max(1, len(words) * room // n - 4)]
+            text = " ".join(words)
+            if workload == "chat":
+                greedy = Sampling.preset("greedy")
+                req = GenerateRequest(
+                    prompt=text, max_tokens=16, sampling=greedy, stream=False, ignore_eos=True
+                )
+                eng.complete(req)
+            else:
+                tokens = eng.request(TokenizeRequest(text))
+                eng.request(ScoreRequest(tokens=list(tokens), start=1), timeout=timeout)
         st = _status(eng.pid)
-        return {"ok": True, "buffers": info.buffers, "caches": info.caches, **st}
+        transient = loaded["VmHWM"] - loaded["VmRSS"]
+        return {
+            "ok": True,
+            "buffers": info.buffers,
+            "caches": info.caches,
+            "load_transient": transient,
+            **st,
+        }
     except Exception as exc:  # RunTimeout, EngineCrashed
         return {"ok": False, "error": str(exc)[:120]}
     finally:
@@ -442,17 +468,31 @@ def _zoo_run(path: Path, n_ctx: int, workload: str, swa_full: bool, timeout: int
         shutil.rmtree(logs, ignore_errors=True)
 
 
+def _buffer_errors(plan: fit.MemoryPlan, dry: fit.DryRun, r: dict) -> str:
+    """Plan vs llama.cpp's logged buffers of the real load, each in %: KV (each cache), compute,
+    output."""
+    bufs = r["buffers"]
+    parts = []
+    real = {(c.kind, c.cells): c.nbytes for c in r["caches"]}
+    for c in plan.kv_caches:
+        got = real.get((c["kind"], c["cells"]))
+        parts.append(f"{c['kind']} {_pct(c['bytes'], got).strip()}" if got else f"{c['kind']} ?")
+    parts.append(f"compute {_pct(dry.compute.get('CPU', 0), bufs.get('CPU compute', 0)).strip()}")
+    parts.append(f"output {_pct(plan.output_bytes, bufs.get('CPU output', 0)).strip()}")
+    return ", ".join(parts)
+
+
 def zoo_accuracy(args: argparse.Namespace) -> None:
-    """Per family and context: predicted vs llama.cpp's buffers vs measured peak RSS, per workload."""
+    """Per family, context and cache type: the plan vs llama.cpp's buffers, and (``--fill``
+    contexts) vs the measured peak RSS of each workload."""
     from app.core.dryrun import MemorySettings
     from tests import zoo
 
     families = args.families.split(",") if args.families else list(zoo.FAMILIES)
-    contexts = [int(c) for c in args.zoo_contexts.split(",")]
     runner = DryRunner(cache_path=Path(tempfile.mkdtemp()) / "c.json")
     print(
-        "| family | n_ctx | workload | predicted MiB | llama.cpp buffers MiB | measured peak MiB "
-        "| plan vs measured | KV caches (llama.cpp) |"
+        "| family | n_ctx | cache | workload | predicted MiB | measured peak MiB "
+        "| plan vs measured | plan vs llama.cpp's buffers |"
     )
     print("|---|---|---|---|---|---|---|---|")
     try:
@@ -460,28 +500,42 @@ def zoo_accuracy(args: argparse.Namespace) -> None:
             path = zoo.small_path(fam)
             spec = read_local(path)
             p, digest = runner.prepare(path, spec)
+            trained = spec.n_ctx_train
+            contexts = [int(c) for c in args.zoo_contexts.split(",")]
+            contexts = sorted({c for c in contexts if c <= trained} | {trained})
+            fill = {int(c) for c in args.fill_contexts.split(",")} if args.fill_contexts else set()
             for n_ctx in contexts:
-                settings = MemorySettings(swa_full=args.swa_full)
-                dry = runner.run(p, digest, n_ctx, 0, "f16", "f16", settings)
-                plan = fit.plan_memory(spec, dry, n_ctx)
-                for workload in ("chat", "score"):
-                    pred = fit.workload_ram_bytes(spec, dry, plan, workload)
-                    r = _zoo_run(path, n_ctx, workload, args.swa_full, args.run_timeout)
-                    if not r["ok"]:
-                        print(
-                            f"| {fam} | {n_ctx} | {workload} | {pred / MIB:.0f} | - | - | {r['error']} | |"
+                for cache in args.caches.split(","):
+                    for workload in fit.WORKLOADS:
+                        settings = MemorySettings(
+                            swa_full=args.swa_full, n_outputs_max=fit.WORKLOAD_OUTPUTS[workload]
                         )
-                        continue
-                    bufs = sum(r["buffers"].values()) + dry.base_rss_bytes
-                    caches = ", ".join(
-                        f"{c.kind} {c.cells}x{len(c.layers)}: {c.nbytes / MIB:.2f}"
-                        for c in r["caches"]
-                    )
-                    print(
-                        f"| {fam} | {n_ctx} | {workload} | {pred / MIB:.0f} | {bufs / MIB:.0f} "
-                        f"| {r['VmHWM'] / MIB:.0f} | {_pct(pred, r['VmHWM'])} | {caches} |",
-                        flush=True,
-                    )
+                        dry = runner.run(p, digest, n_ctx, 0, cache, cache, settings)
+                        plan = fit.plan_memory(spec, dry, n_ctx, 0, cache, cache)
+                        pred = fit.workload_ram_bytes(spec, dry, plan, workload)
+                        measured = n_ctx in fill and cache == "f16"
+                        r = _zoo_run(
+                            path,
+                            n_ctx,
+                            workload,
+                            cache,
+                            args.swa_full,
+                            args.run_timeout,
+                            measured,
+                        )
+                        row = f"| {fam} | {n_ctx} | {cache} | {workload} | {pred / MIB:.0f} "
+                        if not r["ok"]:
+                            print(row + f"| - | {r['error']} | |", flush=True)
+                            continue
+                        peak = (
+                            f"{r['VmHWM'] / MIB:.0f} | {_pct(pred, r['VmHWM'])} "
+                            f"(load +{r['load_transient'] / MIB:.0f})"
+                        )
+                        print(
+                            row + f"| {peak if measured else '- | -'} "
+                            f"| {_buffer_errors(plan, dry, r)} |",
+                            flush=True,
+                        )
     finally:
         runner.close()
 
@@ -495,7 +549,17 @@ def main() -> None:
     ap.add_argument("--fill", action="store_true", help="prompt fills the context (worst case)")
     ap.add_argument("--zoo", action="store_true", help="the architecture zoo (tests/zoo.py) only")
     ap.add_argument("--families", default="", help="zoo families (default: all)")
-    ap.add_argument("--zoo-contexts", default="1024,4096")
+    ap.add_argument(
+        "--zoo-contexts",
+        default="2048,8192,32768",
+        help="zoo contexts (the trained maximum is added, larger ones dropped)",
+    )
+    ap.add_argument(
+        "--fill-contexts",
+        default="2048,8192",
+        help="zoo contexts also measured with a filled context (peak RSS per workload, f16 cache)",
+    )
+    ap.add_argument("--caches", default="f16,q8_0", help="zoo KV cache types")
     ap.add_argument("--swa-full", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--run-timeout", type=int, default=300, help="seconds per measured run")
     args = ap.parse_args()

@@ -282,10 +282,13 @@ class _Run:
     def _load(self, slot: _Slot, emit: Callable[[Any], None], n_threads: int | None) -> None:
         slot.engine = Engine()
         n_ctx = self.options.n_ctx
-        kwargs: dict[str, Any] = {"n_ctx": n_ctx, **self.planner.options.load_kwargs()}
+        # A comparison scores every position: the load reserves for that, as its plan did.
+        scoring = self.planner.options.for_workload("score")
+        kwargs: dict[str, Any] = {"n_ctx": n_ctx, **scoring.load_kwargs()}
         if self.options.workers:  # the plan decides whether (and how) it is split over them
             path, workers = slot.variant.path, self.options.workers
-            kwargs = self.planner.plan_load(path, n_ctx, workers=workers).load_kwargs()
+            plan = self.planner.plan_load(path, n_ctx, workers=workers, options=scoring)
+            kwargs = plan.load_kwargs()
         info = slot.engine.load(slot.variant.path, n_threads=n_threads, **kwargs)
         slot.load_s = info.load_s
         emit(VariantLoaded(slot.index, info.load_s))

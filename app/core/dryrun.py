@@ -25,7 +25,7 @@ from app.core.gguf_header import GGUFError, ModelSpec, read_url, shard_urls
 from app.core.llama_log import CacheInfo
 
 _CACHE_FILE = "dryrun-cache.json"
-_FORMAT = 3  # bump when DryRun changes: old cache entries are then ignored
+_FORMAT = 4  # bump when DryRun changes: old cache entries are then ignored
 _CACHE_MAX = 4000
 
 
@@ -132,7 +132,7 @@ class DryRunner:
         m = settings or MemorySettings()
         key = (
             f"{_FORMAT}|{digest}|{self._version}|{n_ctx}|{n_gpu_layers}|{type_k}|{type_v}|"
-            f"{m.n_ubatch}|{m.swa_full}|{m.flash_attn}|{m.cpu_moe_layers}"
+            f"{m.n_ubatch}|{m.swa_full}|{m.flash_attn}|{m.cpu_moe_layers}|{m.n_outputs_max}"
         )
         with self._lock:
             hit = self._cache.get(key)
@@ -152,6 +152,7 @@ class DryRunner:
                 swa_full=m.swa_full,
                 flash_attn=m.flash_attn,
                 cpu_moe_layers=m.cpu_moe_layers,
+                n_outputs_max=m.n_outputs_max,
             )
             result: DryRun = self._engine.request(req, timeout=300)
             self.runs += 1
@@ -221,3 +222,4 @@ class MemorySettings:
     swa_full: bool = True
     flash_attn: bool | None = None
     cpu_moe_layers: int = 0
+    n_outputs_max: int = 1  # app.core.engine.protocol.LoadRequest.n_outputs_max

@@ -109,6 +109,12 @@ class DryRun:
     flash_attn: bool | None = None  # None: not recorded (an older cache entry)
     swa_full: bool = True
     n_ubatch: int = 512
+    n_outputs_max: int = (
+        0  # logit rows per micro-batch reserved for (0: n_batch, llama.cpp's default)
+    )
+    # Host memory llama.cpp allocated for the model besides its weight buffers (the vocabulary,
+    # tensor metadata), measured in the dry run's child; 0 where the C library cannot tell.
+    host_model_bytes: int = 0
 
     @property
     def compute_bytes(self) -> int:
@@ -519,12 +525,16 @@ def plan_memory(
             spec, n_ctx, type_v, n_ubatch, n_kv_cells=kv.max_cells, flash_attn=flash_attn
         )
         c_cpu += work
-    overhead = dry.base_rss_bytes
+    # The runtime (an engine child with no model) and what llama.cpp allocates on the heap for
+    # this model and context: the vocabulary above all, tens of MiB on a large one.
+    overhead = dry.base_rss_bytes + host_model_bytes(spec, dry)
     ram = repacked + mapped + kv_cpu + c_cpu + dry.output_bytes + overhead
     vram = w_gpu + kv_gpu + c_gpu if ngl else 0
     # Loading reads the whole file once; the pages of copied or offloaded tensors are released
-    # only later (they are clean page cache), so the peak counts them too.
-    peak = ram + (w_cpu - mapped) + w_gpu
+    # only later (they are clean page cache), so the peak counts them too, and the loader's
+    # metadata (every token and merge string, once in llama.cpp and once in the engine's check
+    # of the header), freed when the load ends.
+    peak = ram + (w_cpu - mapped) + w_gpu + load_transient_bytes(spec)
     if work:
         notes.append(
             f"CPU compute includes {human_bytes(work)} of ggml work buffer (attention at a full batch and "
@@ -577,9 +587,10 @@ def plan_memory(
 
 
 # A scoring pass (app.core.engine.host_score) asks for the logits of every position of a batch:
-# llama.cpp grows its output buffer to n_batch rows, the compute buffer's logits rows are all
-# written, and numpy holds the batch's log-probabilities in float32 plus the temporaries of
-# log_softmax and top-k (exp, argpartition's 8-byte indices): about four more copies at the peak.
+# llama.cpp grows its output buffer to n_batch rows, and numpy holds the batch's log-probabilities
+# in float32 plus the temporaries of log_softmax and top-k (exp, argpartition's 8-byte indices):
+# about four more copies at the peak.  (Its compute buffer is the dry run's: planned for n_batch
+# output rows, see WORKLOAD_OUTPUTS.)
 SCORE_LOGIT_COPIES = 4
 
 
@@ -590,20 +601,53 @@ def scoring_extra_bytes(spec: ModelSpec, dry: DryRun, n_ctx: int, n_batch: int =
     return max(0, logits - dry.output_bytes) + SCORE_LOGIT_COPIES * logits
 
 
-WORKLOADS = ("chat", "score")
-# llama.cpp's vocabulary in host memory (token texts, the token-to-id map, the piece cache, BPE
-# merge ranks), which a model-free engine child does not hold: measured on the zoo's 128k- and
-# 262k-token vocabularies (bench/fit_accuracy.py --zoo) at 280-300 bytes per token or merge.
-VOCAB_ENTRY_BYTES = 320
+# What each workload asks of llama.cpp, as its n_outputs_max (logit rows per micro-batch): a chat
+# needs the last position's logits only; a scoring pass every position's (0 = n_batch).  The dry
+# run reserves for the same, so each workload's compute buffer is llama.cpp's own figure.
+WORKLOAD_OUTPUTS = {"chat": 1, "score": 0}
+WORKLOADS = tuple(WORKLOAD_OUTPUTS)
+# Fallback where the dry run could not measure llama.cpp's host allocations (a C library without
+# mallinfo2): the vocabulary's share, measured with vocab-only loads of the sdist's 19 vocab
+# files -- BPE about 230 bytes per token and 90 per merge, SentencePiece 155 per token, Unigram
+# (T5) 530 -- plus a margin for the tensor metadata.
+_VOCAB_TOKEN_BYTES = {"t5": 560}
+_TOKEN_BYTES, _MERGE_BYTES = 250, 100
+
+
+# A loaded engine child holds more than a model-free one besides llama.cpp's model: the Python
+# side of the load (llama-cpp-python's objects, the graph metadata the first decodes touch, the
+# header parse that validated the file first) -- measured on the zoo's six vocabularies (32k to
+# 777k tokens and merges) as about 12 MiB plus 40-55 bytes per token or merge.
+ENGINE_LOADED_BYTES = 12 << 20
+ENGINE_ENTRY_BYTES = 56
+# The load's transient beyond that (bench/fit_accuracy.py --zoo, "load +N"): 95-115 bytes per entry.
+LOAD_ENTRY_BYTES = 128
+
+
+def _vocab_entries(spec: ModelSpec) -> tuple[int, int]:
+    tokens = spec.metadata.get("tokenizer.ggml.tokens")
+    merges = spec.metadata.get("tokenizer.ggml.merges")
+    n_tokens = len(tokens) if isinstance(tokens, list) else spec.n_vocab
+    return n_tokens, len(merges) if isinstance(merges, list) else 0
+
+
+def load_transient_bytes(spec: ModelSpec) -> int:
+    """What a load holds only while it runs: the loader's copies of the vocabulary."""
+    return LOAD_ENTRY_BYTES * sum(_vocab_entries(spec))
 
 
 def vocab_host_bytes(spec: ModelSpec) -> int:
-    tokens = spec.metadata.get("tokenizer.ggml.tokens")
-    merges = spec.metadata.get("tokenizer.ggml.merges")
-    n = (len(tokens) if isinstance(tokens, list) else spec.n_vocab) + (
-        len(merges) if isinstance(merges, list) else 0
-    )
-    return n * VOCAB_ENTRY_BYTES
+    """Estimated host memory of llama.cpp's vocabulary for ``spec`` (see ``_TOKEN_BYTES``)."""
+    n_tokens, n_merges = _vocab_entries(spec)
+    per_token = _VOCAB_TOKEN_BYTES.get(str(spec.metadata.get("tokenizer.ggml.model")), _TOKEN_BYTES)
+    return n_tokens * per_token + n_merges * _MERGE_BYTES
+
+
+def host_model_bytes(spec: ModelSpec, dry: DryRun) -> int:
+    """Host memory a loaded engine holds for the model besides its buffers: llama.cpp's own
+    allocations (the vocabulary; measured by the dry run) and the engine's (``ENGINE_*``)."""
+    llama = dry.host_model_bytes or vocab_host_bytes(spec)
+    return llama + ENGINE_LOADED_BYTES + ENGINE_ENTRY_BYTES * sum(_vocab_entries(spec))
 
 
 def workload_ram_bytes(
@@ -611,28 +655,20 @@ def workload_ram_bytes(
 ) -> int:
     """What one engine child keeps resident for ``workload`` on the CPU (``plan`` at ngl 0).
 
-    ``chat``: a conversation filling the context asks for one row of logits per step, so the
-    logits rows of the compute buffer llama.cpp reserves for a whole micro-batch are never
-    written (hundreds of MiB on a large vocabulary); ``score``: a comparison's teacher-forced
-    pass writes them all and holds a batch of logits besides (:func:`scoring_extra_bytes`).
-    Both hold the vocabulary (:func:`vocab_host_bytes`).
+    ``dry`` (and ``plan``) must be reserved for the workload's outputs (``WORKLOAD_OUTPUTS``):
+    then a chat needs the plan as it is, and a comparison's teacher-forced pass holds a batch of
+    logits besides (:func:`scoring_extra_bytes`).
     """
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
-    need = plan.ram_bytes + vocab_host_bytes(spec)
+    if dry.n_outputs_max != WORKLOAD_OUTPUTS[workload]:
+        raise ValueError(
+            f"a {workload} plan needs a dry run reserved for n_outputs_max="
+            f"{WORKLOAD_OUTPUTS[workload]} (this one: {dry.n_outputs_max})"
+        )
     if workload == "score":
-        return need + scoring_extra_bytes(spec, dry, plan.n_ctx, n_batch)
-    rows = min(dry.n_ubatch, plan.n_ctx)
-    untouched = (rows - 1) * max(spec.n_vocab, 0) * 4
-    # What a chat writes of the compute buffer: the reserved size less the logits rows, but at
-    # least the f32 attention scores of a full micro-batch at a full context (without flash
-    # attention), which share the buffer with the logits and so hide under their size.
-    scores = 0
-    if not dry.flash_attn:
-        n_kv = max((c.cells for c in dry.caches if c.kind != "state"), default=pad_ctx(plan.n_ctx))
-        scores = n_kv * rows * spec.n_head * 4
-    touched = max(dry.cpu_compute_bytes - untouched, min(scores, dry.cpu_compute_bytes))
-    return need - (dry.cpu_compute_bytes - touched)
+        return plan.ram_bytes + scoring_extra_bytes(spec, dry, plan.n_ctx, n_batch)
+    return plan.ram_bytes
 
 
 def settings_note(flash_attn: bool, swa_full: bool, n_ubatch: int, windowed: bool) -> str:

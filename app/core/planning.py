@@ -33,6 +33,7 @@ from app.core.dryrun import DryRunner, MemorySettings
 from app.core.errors import ErrorKind, QuantDeskError
 from app.core.fit import (
     DEFAULT_RAM_MARGIN,
+    WORKLOAD_OUTPUTS,
     WORKLOADS,
     Budget,
     DryRun,
@@ -86,6 +87,8 @@ class PlanOptions:
     n_ubatch: int = 512
     cpu_moe_layers: int = 0  # expert tensors of the first N layers kept in RAM (--n-cpu-moe)
     cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
+    # Logit rows per micro-batch (fit.WORKLOAD_OUTPUTS): a chat's 1 unless planned for scoring.
+    n_outputs_max: int = WORKLOAD_OUTPUTS["chat"]
 
     @classmethod
     def from_settings(
@@ -102,7 +105,15 @@ class PlanOptions:
         )
 
     def settings(self) -> MemorySettings:
-        return MemorySettings(self.n_ubatch, self.swa_full, self.flash_attn, self.cpu_moe_layers)
+        return MemorySettings(
+            self.n_ubatch, self.swa_full, self.flash_attn, self.cpu_moe_layers, self.n_outputs_max
+        )
+
+    def for_workload(self, workload: str) -> PlanOptions:
+        """These options for ``workload`` (``chat`` or ``score``): the outputs it asks for."""
+        if workload not in WORKLOAD_OUTPUTS:  # before any dry run: a typo is not a plan
+            raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
+        return replace(self, n_outputs_max=WORKLOAD_OUTPUTS[workload])
 
     def load_kwargs(self) -> dict[str, Any]:
         """``Engine.load`` keywords for these settings (the load must follow what was planned)."""
@@ -114,6 +125,7 @@ class PlanOptions:
             "n_ubatch": self.n_ubatch,
             "cpu_moe_layers": self.cpu_moe_layers,
             "cpu_moe_extra": self.cpu_moe_extra,
+            "n_outputs_max": self.n_outputs_max,
         }
 
 
@@ -511,15 +523,13 @@ class Planner:
         ``workload``: ``chat`` (a context filled by a conversation) or ``score`` (a comparison's
         teacher-forced pass, which holds a batch of logits besides).
         """
-        if workload not in WORKLOADS:  # before any dry run: a typo is not a plan
-            raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
+        o = (options or self.options).for_workload(workload)
         try:
-            dry = self.dry_fn(path, spec, options)(n_ctx, 0)
+            dry = self.dry_fn(path, spec, o)(n_ctx, 0)
         except QuantDeskError:
             # llama.cpp refused it (the load will say why): count the weights only, never a
             # formula over the file's layer count, which is not trusted here.
             return header_estimate(spec)
-        o = options or self.options
         plan = plan_memory(spec, dry, n_ctx, 0, o.type_k, o.type_v)
         return workload_ram_bytes(spec, dry, plan, workload)
 

@@ -47,7 +47,8 @@ def _run(engine: Engine, req: GenerateRequest) -> tuple[list[str], GenerationSta
 
 @pytest.mark.parametrize("quant", ["F16", *modelfactory.QUANTS])
 def test_tokens_without_text_never_stall_chat_or_scoring(engine, quant):
-    engine.load(modelfactory.model_path(quant), n_ctx=512, n_threads=1)
+    # loaded as a comparison loads (for scoring too: every position's logits)
+    engine.load(modelfactory.model_path(quant), n_ctx=512, n_threads=1, n_outputs_max=0)
     req = GenerateRequest(messages=HELLO, max_tokens=N_SILENT, sampling=GREEDY, logit_bias=SILENT)
     pieces, stats = _run(engine, req)
     # the bias really produced silent tokens: all of them sampled, none with text

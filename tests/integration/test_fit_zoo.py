@@ -8,6 +8,7 @@ MiB with two decimals are compared within that precision.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from app.core import fit
@@ -161,3 +162,42 @@ def test_unknown_architecture_is_unsupported_before_download(planner, tmp_path):
         planner.fit(path, 4096)
     assert err.value.kind == ErrorKind.UNSUPPORTED
     assert "'nova-lm' architecture is not supported by this llama.cpp build" in str(err.value)
+
+
+def test_a_chat_reserves_compute_for_one_row_of_logits(runner, engine):
+    """Chat loads ask llama.cpp for one output row per micro-batch, and the plan is made for it.
+
+    On gemma3's 262k vocabulary the default reservation holds 512 rows of logits (512 MiB) that
+    a chat never writes; with n_outputs_max=1 llama.cpp reserves what the chat uses and the dry
+    run says the same.  A scoring pass needs every row: on a chat load it is refused in words
+    (llama.cpp would abort), and a load for scoring reserves what its plan says.
+    """
+    from app.core.engine.client import EngineError
+    from app.core.engine.protocol import ScoreRequest, TokenizeRequest
+
+    path = zoo.small_path("gemma3")
+    n_ctx = 1024
+    spec, chat = _dry(runner, path, n_ctx, settings=MemorySettings(n_outputs_max=1))
+    _, score = _dry(runner, path, n_ctx, settings=MemorySettings(n_outputs_max=0))
+    logits = 512 * spec.n_vocab * 4
+    assert score.compute["CPU"] - chat.compute["CPU"] >= 0.95 * logits  # all but 1 row, ~
+    info = engine.load(path, n_ctx=n_ctx, n_threads=1)  # Engine.load's default: a chat's
+    assert _close(info.buffers["CPU compute"], chat.compute["CPU"])
+    plan = fit.plan_memory(spec, chat, n_ctx)
+    assert fit.workload_ram_bytes(spec, chat, plan, "chat") == plan.ram_bytes
+    with pytest.raises(ValueError, match="n_outputs_max"):
+        fit.workload_ram_bytes(spec, chat, plan, "score")
+    tokens = engine.request(TokenizeRequest("the model reads the memory plan " * 40))
+    with pytest.raises(EngineError, match="loaded for chat"):
+        engine.request(ScoreRequest(tokens=list(tokens), start=1))
+    info = engine.load(path, n_ctx=n_ctx, n_threads=1, n_outputs_max=0)
+    assert _close(info.buffers["CPU compute"], score.compute["CPU"])
+    result = engine.request(ScoreRequest(tokens=list(tokens), start=1))
+    assert len(result.nll) == len(tokens) - 1 and bool(np.isfinite(result.nll).all())
+    engine.unload()
+    # The heap llama.cpp allocates for the model (above all its 262k-token vocabulary and merges)
+    # is measured by the dry run, where glibc can tell: 100-200 bytes per entry.
+    entries = len(spec.metadata["tokenizer.ggml.tokens"]) + len(
+        spec.metadata["tokenizer.ggml.merges"]
+    )
+    assert 100 * entries < chat.host_model_bytes < 200 * entries

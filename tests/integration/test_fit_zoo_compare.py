@@ -13,7 +13,6 @@ from app.core.gguf_header import read_local
 from tests import zoo
 
 
-
 def test_compare_on_a_large_vocabulary_uses_the_scoring_plan(planner):
     files = [(p, read_local(p)) for p in (zoo.small_path("gemma3"), zoo.small_path("cohere2"))]
     n_ctx = 1024

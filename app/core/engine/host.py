@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import importlib
 import os
 import sys
@@ -64,6 +65,47 @@ def current_rss() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2``."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc 2.33+ (``mallinfo2``, ``malloc_trim``), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # musl, or an older glibc
+        return None
+
+
+def heap_in_use() -> int | None:
+    """Bytes this process holds from malloc (small blocks and mmapped ones); None: unknown."""
+    libc = _glibc()
+    if libc is None:
+        return None
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the system (glibc keeps what a model load freed)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 STREAM_WINDOW = 4  # tokens sent but not yet read by the parent
@@ -169,7 +211,12 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     if req.type_k not in KV_TYPES or req.type_v not in KV_TYPES:
         raise RequestError(f"unknown KV cache type {req.type_k}/{req.type_v}", "request")
     state.log_lines.clear()
-    from app.core.engine.host_dryrun import flash_attn_on, moe_load_params
+    from app.core.engine.host_dryrun import (
+        flash_attn_on,
+        moe_load_params,
+        outputs_for,
+        outputs_params,
+    )
     from app.core.hardware import suggested_threads
 
     # Unless chosen, as many threads as there are cores no other program holds right now
@@ -182,7 +229,10 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
             from app.core.rpc import register_servers
 
             register_servers(req.rpc_servers)  # probes each first: ggml aborts on a dead one
-        with moe_load_params(state, req.cpu_moe_layers, req.cpu_moe_extra):
+        with (
+            moe_load_params(state, req.cpu_moe_layers, req.cpu_moe_extra),
+            outputs_params(outputs_for(req.n_outputs_max, spec.metadata)),
+        ):
             llm = lc.Llama(
                 model_path=req.path,
                 n_ctx=req.n_ctx,
@@ -216,6 +266,9 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     # corrupted file) load fine and then chat garbage without a word.
     _check_logits(state, llm, req.path)
     llm.reset()
+    # The loader's metadata (every token string, read once) is freed by now but glibc keeps the
+    # pages: tens of MiB on a large vocabulary that the plan does not count and nothing reuses.
+    trim_heap()
     load_s = time.perf_counter() - t0
     state.llm, state.load = llm, req
     template = spec.chat_template

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
-from app.core.engine.host import RequestError, State, current_rss
+from app.core.engine.host import RequestError, State, current_rss, heap_in_use
 from app.core.engine.protocol import DryRunRequest
 from app.core.errors import ErrorKind
 from app.core.fit import MOE_EXPERTS, DryRun
@@ -57,9 +57,15 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
         overrides = cpu_moe_overrides(state, req.cpu_moe_layers)
         if overrides is not None:
             mp.tensor_buft_overrides = overrides
+        heap0 = heap_in_use()
         model = lc.llama_model_load_from_file(req.path.encode(), mp)
         if not model:
             raise _load_error(lines, req.path)
+        # What the model holds on the heap besides its (here unallocated) weights: the
+        # vocabulary above all; a real load holds the same.  (Not the context's: its big blocks,
+        # such as the graph metadata, are allocated but barely touched.)
+        heap1 = heap_in_use()
+        host_bytes = max(0, heap1 - heap0) if heap0 is not None and heap1 is not None else 0
         model_bytes = int(lc.llama_model_size(model))
         try:
             cp = lc.llama_context_default_params()
@@ -76,6 +82,13 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
                 else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
             cp.swa_full = req.swa_full
+            arch = _model_metadata(lc, model, ("general.architecture",))
+            meta = {
+                **arch,
+                **_model_metadata(lc, model, (f"{arch.get('general.architecture')}.pooling_type",)),
+            }
+            n_outputs_max = outputs_for(req.n_outputs_max, meta)
+            cp.n_outputs_max = n_outputs_max
             ctx = lc.llama_init_from_model(model, cp)
             if not ctx:
                 raise RequestError(
@@ -93,6 +106,8 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
         flash_attn=flash_attn_on(req.flash_attn, req.type_v),
         swa_full=req.swa_full,
         n_ubatch=min(req.n_ctx, req.n_batch, req.n_ubatch),
+        n_outputs_max=n_outputs_max,
+        host_model_bytes=host_bytes,
     )
 
 
@@ -251,6 +266,52 @@ def moe_load_params(state: State, n_layers: int, extra: tuple[str, ...] = ()) ->
         yield
     finally:
         llama_module.llama_cpp.llama_model_default_params = original
+
+
+def outputs_for(n_outputs_max: int, metadata: dict[str, object]) -> int:
+    """The ``n_outputs_max`` a load asks llama.cpp for: an embedding model (one that pools)
+    outputs every position of a batch, so it is never capped; llama.cpp aborts on a batch with
+    more outputs than that (``GGML_ASSERT(n_outputs_max <= cparams.n_outputs_max)``)."""
+    arch = metadata.get("general.architecture")
+    try:
+        pooling = int(str(metadata.get(f"{arch}.pooling_type", 0)))
+    except ValueError:
+        pooling = 0
+    return 0 if pooling > 0 else n_outputs_max
+
+
+def _model_metadata(lc: object, model: object, keys: tuple[str, ...]) -> dict[str, object]:
+    """Values of ``keys`` from a loaded model's metadata (as llama.cpp read them)."""
+    out: dict[str, object] = {}
+    buf = ctypes.create_string_buffer(256)
+    for key in keys:
+        n = lc.llama_model_meta_val_str(model, key.encode(), buf, len(buf))  # type: ignore[attr-defined]
+        if n >= 0:
+            out[key] = buf.value.decode("utf-8", errors="replace")
+    return out
+
+
+@contextlib.contextmanager
+def outputs_params(n_outputs_max: int) -> Iterator[None]:
+    """While a ``llama_cpp.Llama`` is created: its context params carry ``n_outputs_max``.
+
+    ``Llama`` offers no argument for it and builds its params from
+    ``llama_context_default_params()``, so that is wrapped for the one load (as for the experts).
+    """
+    import llama_cpp.llama as llama_module
+
+    original = llama_module.llama_cpp.llama_context_default_params
+
+    def params() -> object:
+        cp = original()
+        cp.n_outputs_max = n_outputs_max
+        return cp
+
+    llama_module.llama_cpp.llama_context_default_params = params
+    try:
+        yield
+    finally:
+        llama_module.llama_cpp.llama_context_default_params = original
 
 
 def _cpu_buffer_type(state: State) -> ctypes.c_void_p:

@@ -36,6 +36,13 @@ def handle(state: Any, req: ScoreRequest) -> ScoreResult:
     if llm is None:
         raise RequestError("no model is loaded")
     lc = state.llama_cpp
+    cap = state.load.n_outputs_max if state.load is not None else 0
+    if 0 < cap < int(llm.n_batch):
+        # llama.cpp aborts on a batch asking for more logit rows than the context reserved.
+        raise RequestError(
+            f"this model was loaded for chat ({cap} output per batch): scoring needs it loaded "
+            "for every position (n_outputs_max=0, as a comparison loads it)"
+        )
     tokens, start = _sequence(state, req)
     n = len(tokens)
     if start < 1 or start >= n:

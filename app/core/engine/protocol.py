@@ -53,6 +53,11 @@ class LoadRequest:
     flash_attn: bool | None = None  # None: on only for a quantized V cache (which needs it)
     cpu_moe_layers: int = 0  # keep the expert tensors of the first N layers in RAM (--n-cpu-moe)
     cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
+    # Logit rows one micro-batch may ask for (llama.cpp's n_outputs_max): 1 for a chat, which
+    # needs the last position's only, so the compute buffer is not reserved for n_ubatch rows of
+    # logits (hundreds of MiB on a large vocabulary, real VRAM on a GPU); 0 = n_batch rows, what a
+    # comparison's scoring pass asks for.  More rows than reserved still work: ggml grows the buffer.
+    n_outputs_max: int = 1
     # Workers (app.core.rpc, "host:port") whose devices take layers, and the share of the offloaded
     # layers per device in llama.cpp's order (workers first, then local GPUs): app.core.split.
     rpc_servers: tuple[str, ...] = ()
@@ -124,6 +129,7 @@ class DryRunRequest:
     swa_full: bool = True
     flash_attn: bool | None = None
     cpu_moe_layers: int = 0
+    n_outputs_max: int = 1  # as in LoadRequest
 
 
 @dataclass(frozen=True)
