@@ -64,7 +64,9 @@ def repacked_types(buffer: str, features: tuple[str, ...]) -> dict[str, float]:
     arm = "neon" in feats and bool(feats & {"dotprod", "matmul_int8"})
     out: dict[str, float] = {}
     if "avx2" in feats or arm:
-        out.update({"Q4_0": 1.0, "Q4_K": 1.0, "IQ4_NL": 1.0})
+        out.update({"Q4_0": 1.0, "Q4_K": 1.0, "IQ4_NL": 1.0, "MXFP4": 1.0})
+    if arm:  # Apple Silicon and other ARM v8.2+: the K-quants above 4 bits and Q8_0 too
+        out.update({"Q5_K": 1.0, "Q6_K": 1.0, "Q8_0": 1.0, "Q1_0": 1.0})
     if "avx512" in feats:
         out["Q2_K"] = 1.0  # q2_K_8x8 kernels exist for AVX-512 only
     return out
