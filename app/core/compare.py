@@ -451,7 +451,7 @@ def run_compare(
             + ", ".join(f"{v.label}: {v.spec.n_vocab}" for v in variants)
         )
     files = [(v.path, v.spec) for v in variants]
-    plan = planner.plan_compare(files, options.n_ctx, options.memory_budget)
+    plan = planner.plan_compare(files, options.n_ctx, options.memory_budget, reference=ref)
     if options.mode in ("parallel", "sequential") and options.mode != plan.mode:
         plan = replace(
             plan, mode=options.mode, reason=f"{options.mode} as requested; {plan.reason}"

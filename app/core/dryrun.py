@@ -187,9 +187,11 @@ class DryRunner:
         return fn
 
     def close(self) -> None:
+        # An engine given by the caller is the caller's to close; keeping it means a later dry
+        # run does not start (and leak) a child of its own.
         if self._engine is not None and self._own_engine:
             self._engine.close()
-        self._engine = None
+            self._engine = None
 
     def __enter__(self) -> DryRunner:
         return self

@@ -589,24 +589,27 @@ def plan_memory(
 
 
 # A scoring pass (app.core.engine.host_score) asks for the logits of every position of a batch:
-# llama.cpp grows its output buffer to n_batch rows, and numpy holds the batch's log-probabilities
-# in float32 plus the temporaries of log_softmax and top-k (exp, argpartition's 8-byte indices):
-# about four more copies at the peak.  (Its compute buffer is the dry run's: planned for n_batch
-# output rows, see WORKLOAD_OUTPUTS.)
-SCORE_LOGIT_COPIES = 4
+# llama.cpp grows its output buffer to n_batch rows, and numpy holds copies of the batch's logits
+# at the peak (float32 each).  A variant scored against the reference: the log-probabilities and
+# log_softmax's exp temporary, two.  The reference itself also compresses them to its top-k form:
+# the negated array and argpartition's 8-byte indices besides, four.  (Its compute buffer is the
+# dry run's, planned for n_batch output rows: WORKLOAD_OUTPUTS.)
+SCORE_LOGIT_COPIES = {"score": 2, "reference": 4}
 
 
-def scoring_extra_bytes(spec: ModelSpec, dry: DryRun, n_ctx: int, n_batch: int = 512) -> int:
-    """What a comparison's scoring pass holds beyond a chat: the logits of a whole batch."""
+def scoring_extra_bytes(
+    spec: ModelSpec, dry: DryRun, n_ctx: int, n_batch: int = 512, workload: str = "reference"
+) -> int:
+    """What a comparison's scoring pass holds beyond its plan: the logits of a whole batch."""
     rows = min(n_batch, n_ctx)
     logits = rows * max(spec.n_vocab, 0) * 4
-    return max(0, logits - dry.output_bytes) + SCORE_LOGIT_COPIES * logits
+    return max(0, logits - dry.output_bytes) + SCORE_LOGIT_COPIES[workload] * logits
 
 
 # What each workload asks of llama.cpp, as its n_outputs_max (logit rows per micro-batch): a chat
 # needs the last position's logits only; a scoring pass every position's (0 = n_batch).  The dry
 # run reserves for the same, so each workload's compute buffer is llama.cpp's own figure.
-WORKLOAD_OUTPUTS = {"chat": 1, "score": 0}
+WORKLOAD_OUTPUTS = {"chat": 1, "score": 0, "reference": 0}
 WORKLOADS = tuple(WORKLOAD_OUTPUTS)
 # Fallback where the dry run could not measure llama.cpp's host allocations (a C library without
 # mallinfo2): the vocabulary's share, measured with vocab-only loads of the sdist's 19 vocab
@@ -617,13 +620,15 @@ _TOKEN_BYTES, _MERGE_BYTES = 250, 100
 
 
 # A loaded engine child holds more than a model-free one besides llama.cpp's model: the Python
-# side of the load (llama-cpp-python's objects, the graph metadata the first decodes touch, the
-# header parse that validated the file first) -- measured on the zoo's six vocabularies (32k to
-# 777k tokens and merges) as about 12 MiB plus 40-55 bytes per token or merge.
-ENGINE_LOADED_BYTES = 12 << 20
-ENGINE_ENTRY_BYTES = 56
-# The load's transient beyond that (bench/fit_accuracy.py --zoo, "load +N"): 95-115 bytes per entry.
-LOAD_ENTRY_BYTES = 128
+# side of the load (llama-cpp-python's objects and its chat handler, the compiled template, the
+# graph metadata the first decodes touch) -- measured on six zoo vocabularies (32k to 262k
+# tokens) as 10-14 MiB plus 20-80 bytes per token; with 16 MiB and 80 bytes no zoo family's
+# filled chat peaks above its plan (bench/fit_accuracy.py --zoo).
+ENGINE_LOADED_BYTES = 16 << 20
+ENGINE_TOKEN_BYTES = 80
+# What a load holds only while it runs (the loader's copy of the metadata, the header check's):
+# 19-32 bytes per token or merge measured (bench/fit_accuracy.py --zoo, "load +N").
+LOAD_ENTRY_BYTES = 40
 
 
 def _vocab_entries(spec: ModelSpec) -> tuple[int, int]:
@@ -649,7 +654,7 @@ def host_model_bytes(spec: ModelSpec, dry: DryRun) -> int:
     """Host memory a loaded engine holds for the model besides its buffers: llama.cpp's own
     allocations (the vocabulary; measured by the dry run) and the engine's (``ENGINE_*``)."""
     llama = dry.host_model_bytes or vocab_host_bytes(spec)
-    return llama + ENGINE_LOADED_BYTES + ENGINE_ENTRY_BYTES * sum(_vocab_entries(spec))
+    return llama + ENGINE_LOADED_BYTES + ENGINE_TOKEN_BYTES * _vocab_entries(spec)[0]
 
 
 def workload_ram_bytes(
@@ -658,8 +663,9 @@ def workload_ram_bytes(
     """What one engine child keeps resident for ``workload`` on the CPU (``plan`` at ngl 0).
 
     ``dry`` (and ``plan``) must be reserved for the workload's outputs (``WORKLOAD_OUTPUTS``):
-    then a chat needs the plan as it is, and a comparison's teacher-forced pass holds a batch of
-    logits besides (:func:`scoring_extra_bytes`).
+    then a chat needs the plan as it is, and a comparison's teacher-forced pass (``score``; the
+    reference variant's, which keeps its top-k too: ``reference``) holds a batch of logits
+    besides (:func:`scoring_extra_bytes`).
     """
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
@@ -668,8 +674,8 @@ def workload_ram_bytes(
             f"a {workload} plan needs a dry run reserved for n_outputs_max="
             f"{WORKLOAD_OUTPUTS[workload]} (this one: {dry.n_outputs_max})"
         )
-    if workload == "score":
-        return plan.ram_bytes + scoring_extra_bytes(spec, dry, plan.n_ctx, n_batch)
+    if workload in SCORE_LOGIT_COPIES:
+        return plan.ram_bytes + scoring_extra_bytes(spec, dry, plan.n_ctx, n_batch, workload)
     return plan.ram_bytes
 
 

@@ -500,13 +500,18 @@ class Planner:
         files: list[tuple[Path, ModelSpec]],
         n_ctx: int,
         budget_bytes: int | None = None,
+        reference: int = 0,
     ) -> RunPlan:
         """Parallel when every variant's plan fits the budget together, sequential otherwise.
 
         A comparison scores: each variant's need is its scoring-pass plan (the logits of a whole
-        batch), not a chat's, which on a large vocabulary is hundreds of MiB smaller.
+        batch), not a chat's, which on a large vocabulary is hundreds of MiB smaller; the
+        reference (``files[reference]``) keeps its top-k distributions besides.
         """
-        need = [self.need_bytes(path, spec, n_ctx, workload="score") for path, spec in files]
+        need = [
+            self.need_bytes(path, spec, n_ctx, workload="reference" if i == reference else "score")
+            for i, (path, spec) in enumerate(files)
+        ]
         return run_plan(need, budget_bytes)
 
     def need_bytes(

@@ -198,12 +198,24 @@ def _buffers(lines: list[str]) -> dict[str, int]:
 
 
 def _load(state: State, req: LoadRequest) -> LoadedInfo:
+    from app.core.engine.host_dryrun import (
+        flash_attn_on,
+        moe_load_params,
+        outputs_for,
+        outputs_params,
+    )
     from app.core.gguf_header import GGUFError, read_local
 
     try:
-        spec = read_local(req.path)
+        spec = read_local(req.path)  # llama.cpp sees only a header that passed our checks
     except GGUFError as exc:
         raise RequestError(str(exc), "load") from exc
+    template, n_ctx_train = spec.chat_template, spec.n_ctx_train
+    n_outputs_max = outputs_for(req.n_outputs_max, spec.metadata)
+    # The parse holds every token and merge as Python objects (tens of MiB on a large
+    # vocabulary): free them and hand the pages back before llama.cpp reads its own copy.
+    del spec
+    trim_heap()
     _unload(state)
     lc = state.llama_cpp
     from app.core.llama_log import KV_TYPES, memory_caches
@@ -211,12 +223,6 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     if req.type_k not in KV_TYPES or req.type_v not in KV_TYPES:
         raise RequestError(f"unknown KV cache type {req.type_k}/{req.type_v}", "request")
     state.log_lines.clear()
-    from app.core.engine.host_dryrun import (
-        flash_attn_on,
-        moe_load_params,
-        outputs_for,
-        outputs_params,
-    )
     from app.core.hardware import suggested_threads
 
     # Unless chosen, as many threads as there are cores no other program holds right now
@@ -231,7 +237,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
             register_servers(req.rpc_servers)  # probes each first: ggml aborts on a dead one
         with (
             moe_load_params(state, req.cpu_moe_layers, req.cpu_moe_extra),
-            outputs_params(outputs_for(req.n_outputs_max, spec.metadata)),
+            outputs_params(n_outputs_max),
         ):
             llm = lc.Llama(
                 model_path=req.path,
@@ -271,7 +277,6 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     trim_heap()
     load_s = time.perf_counter() - t0
     state.llm, state.load = llm, req
-    template = spec.chat_template
     try:
         _set_format(state, llm, req.chat_format, template)
     except RequestError:
@@ -280,7 +285,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     return LoadedInfo(
         path=req.path,
         n_ctx=llm.n_ctx(),
-        n_ctx_train=spec.n_ctx_train,
+        n_ctx_train=n_ctx_train,
         n_gpu_layers=req.n_gpu_layers,
         load_s=load_s,
         chat_template=template,

@@ -242,30 +242,39 @@ class _BuftOverride(ctypes.Structure):
 
 
 @contextlib.contextmanager
-def moe_load_params(state: State, n_layers: int, extra: tuple[str, ...] = ()) -> Iterator[None]:
-    """While a ``llama_cpp.Llama`` is created: its model params carry the expert overrides.
+def _llama_defaults(name: str, field: str, value: object) -> Iterator[None]:
+    """While a ``llama_cpp.Llama`` is created: ``llama_cpp.<name>()`` returns params with
+    ``field`` set to ``value``.
 
-    ``Llama`` builds its ``llama_model_params`` from ``llama_model_default_params()`` and offers
-    no argument for ``tensor_buft_overrides``, so the default is wrapped for the one load.
+    ``Llama`` builds its model and context params from llama.cpp's defaults and offers no
+    argument for some fields (``tensor_buft_overrides``, ``n_outputs_max``), so the default is
+    wrapped for the one load.
     """
+    import llama_cpp.llama as llama_module
+
+    original = getattr(llama_module.llama_cpp, name)
+
+    def params() -> object:
+        p = original()
+        setattr(p, field, value)
+        return p
+
+    setattr(llama_module.llama_cpp, name, params)
+    try:
+        yield
+    finally:
+        setattr(llama_module.llama_cpp, name, original)
+
+
+@contextlib.contextmanager
+def moe_load_params(state: State, n_layers: int, extra: tuple[str, ...] = ()) -> Iterator[None]:
+    """While a ``llama_cpp.Llama`` is created: its model params carry the expert overrides."""
     overrides = cpu_moe_overrides(state, n_layers, extra)
     if overrides is None:
         yield
         return
-    import llama_cpp.llama as llama_module
-
-    original = llama_module.llama_cpp.llama_model_default_params
-
-    def params() -> object:
-        mp = original()
-        mp.tensor_buft_overrides = overrides
-        return mp
-
-    llama_module.llama_cpp.llama_model_default_params = params
-    try:
+    with _llama_defaults("llama_model_default_params", "tensor_buft_overrides", overrides):
         yield
-    finally:
-        llama_module.llama_cpp.llama_model_default_params = original
 
 
 def outputs_for(n_outputs_max: int, metadata: dict[str, object]) -> int:
@@ -291,27 +300,9 @@ def _model_metadata(lc: object, model: object, keys: tuple[str, ...]) -> dict[st
     return out
 
 
-@contextlib.contextmanager
-def outputs_params(n_outputs_max: int) -> Iterator[None]:
-    """While a ``llama_cpp.Llama`` is created: its context params carry ``n_outputs_max``.
-
-    ``Llama`` offers no argument for it and builds its params from
-    ``llama_context_default_params()``, so that is wrapped for the one load (as for the experts).
-    """
-    import llama_cpp.llama as llama_module
-
-    original = llama_module.llama_cpp.llama_context_default_params
-
-    def params() -> object:
-        cp = original()
-        cp.n_outputs_max = n_outputs_max
-        return cp
-
-    llama_module.llama_cpp.llama_context_default_params = params
-    try:
-        yield
-    finally:
-        llama_module.llama_cpp.llama_context_default_params = original
+def outputs_params(n_outputs_max: int) -> contextlib.AbstractContextManager[None]:
+    """While a ``llama_cpp.Llama`` is created: its context params carry ``n_outputs_max``."""
+    return _llama_defaults("llama_context_default_params", "n_outputs_max", n_outputs_max)
 
 
 def _cpu_buffer_type(state: State) -> ctypes.c_void_p:
