@@ -201,3 +201,40 @@ def test_a_chat_reserves_compute_for_one_row_of_logits(runner, engine):
         spec.metadata["tokenizer.ggml.merges"]
     )
     assert 100 * entries < chat.host_model_bytes < 200 * entries
+
+
+def test_a_window_only_cache_reuses_appended_turns_and_redoes_a_rewound_chat(engine):
+    """swa_full off keeps only the window of gemma3's sliding-window layers (256 here).
+
+    Appending a turn reuses the cache; a chat rewound to a point whose window the cache has
+    dropped is evaluated afresh (llama-cpp-python alone would reuse it and answer from a broken
+    window), and answers as a fresh engine does.
+    """
+    from app.core.engine.protocol import TokenizeRequest
+
+    path = zoo.small_path("gemma3")
+    greedy = Sampling.preset("greedy")
+
+    def text(tag: str, n: int) -> str:
+        return " ".join(f"{tag}{i % 97} plan" for i in range(n))
+
+    def reply(prompt: str):
+        req = GenerateRequest(
+            prompt=prompt, max_tokens=8, sampling=greedy, stream=False, ignore_eos=True
+        )
+        return engine.complete(req)
+
+    engine.load(path, n_ctx=4096, swa_full=False, n_threads=1)
+    first = text("a", 300)
+    one = reply(first)
+    second = first + one.text + text("b", 300)
+    two = reply(second)
+    assert two.cached_prompt_tokens >= one.prompt_tokens - 1  # the appended turn reused it
+    assert two.prompt_tokens > 1200  # far past the window: older positions were dropped
+    head = len(engine.request(TokenizeRequest(first[: len(first) // 2])))
+    rewound = first[: len(first) // 2] + text("c", 100)  # the first turn edited halfway
+    three = reply(rewound)
+    assert head > 256 and three.cached_prompt_tokens == 0, three
+    engine.load(path, n_ctx=4096, swa_full=False, n_threads=1)  # a fresh context
+    assert reply(rewound).text == three.text
+    engine.unload()

@@ -461,7 +461,9 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
     llm.set_seed(s.seed)
     # llama-cpp-python keeps the KV cache of a shared prefix (earlier turns of the chat): only the
     # rest of the prompt is evaluated, and the prompt speed must count only that.
-    cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+    cached = _window_reuse(
+        state, llm, _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+    )
     evaluated = max(len(tokens) - cached, 1)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, pending = "", ""
@@ -546,6 +548,30 @@ def _generate(state: State, rid: int, req: GenerateRequest) -> GenerationStats:
         reasoning_tokens=n_reasoning if thinking.seen_reasoning else 0,
         chat_format=state.chat_format if req.messages is not None else "prompt",
     )
+
+
+def _window_reuse(state: State, llm: Any, cached: int) -> int:
+    """How much of the shared prefix can really be reused: all of it, unless the cache keeps
+    only the window of its sliding-window layers (``swa_full`` off) and has already dropped
+    positions the next token's window needs -- a chat rewound to an earlier turn.  Then the
+    cache is cleared and the whole prompt evaluated, as llama-server does: llama-cpp-python
+    would reuse it as it is and answer from a broken window.
+    """
+    load = state.load
+    if cached == 0 or load is None or load.swa_full:
+        return cached
+    lc = state.llama_cpp
+    n_swa = int(lc.llama_model_n_swa(llm._model.model))
+    if n_swa <= 0:
+        return cached
+    memory = lc.llama_get_memory(llm._ctx.ctx)
+    oldest = int(lc.llama_memory_seq_pos_min(memory, 0))
+    keep = min(cached, llm.n_tokens)
+    if 0 <= oldest <= max(0, keep - n_swa):
+        return cached  # the window before the kept prefix is all there
+    lc.llama_memory_clear(memory, True)
+    llm.n_tokens = 0
+    return 0
 
 
 def _prefill(state: State, llm: Any, tokens: list[int], cached: int) -> bool:
