@@ -8,12 +8,12 @@ n_ctx 8192 (and 32768 for gemma3), each setting of ``PlanOptions`` is planned (d
 * planned RAM, KV and compute MiB (the plan made for exactly these settings);
 * the child's peak RSS during the chat (VmHWM, reset after the load so the loader's transient is
   not counted);
-* prompt and generation tok/s as a ratio to the model's baseline row (swa_full on, flash_attn auto,
-  n_ubatch 512) measured in the same run: other work on the machine makes absolute rates noise;
+* prompt and generation tok/s as a ratio to the model's baseline row (the defaults: swa_full off,
+  flash_attn auto, n_ubatch 512) measured in the same run: other work on the machine makes absolute rates noise;
   both are medians over the turns (prompt: the evaluated tokens over the time to first token),
   after a one-token warm-up so turn 1 is not the cold one;
-* the tokens re-evaluated on turn 4: with the common prefix reused only the new message is; a
-  window-only cache (swa_full off) cannot roll back, so the whole conversation is evaluated again.
+* the tokens re-evaluated on turn 4: with the common prefix reused only the new message (and the
+  previous reply's tail) is, with a full-size or a window-only sliding-window cache alike.
 
     .venv/bin/python -m bench.memory_settings [--quick] [--run-timeout 300]
 
@@ -41,12 +41,12 @@ MIB = 1 << 20
 TURNS = 4
 REPLY_TOKENS = 32
 SETTINGS: list[tuple[str, dict[str, Any]]] = [
-    ("baseline", {"swa_full": True, "flash_attn": None, "n_ubatch": 512}),
-    ("swa_full=False", {"swa_full": False, "flash_attn": None, "n_ubatch": 512}),
-    ("flash_attn=True", {"swa_full": True, "flash_attn": True, "n_ubatch": 512}),
-    ("flash_attn=False", {"swa_full": True, "flash_attn": False, "n_ubatch": 512}),
-    ("n_ubatch=256", {"swa_full": True, "flash_attn": None, "n_ubatch": 256}),
-    ("n_ubatch=1024", {"swa_full": True, "flash_attn": None, "n_ubatch": 1024}),
+    ("baseline", {"swa_full": False, "flash_attn": None, "n_ubatch": 512}),
+    ("swa_full=True", {"swa_full": True, "flash_attn": None, "n_ubatch": 512}),
+    ("flash_attn=True", {"swa_full": False, "flash_attn": True, "n_ubatch": 512}),
+    ("flash_attn=False", {"swa_full": False, "flash_attn": False, "n_ubatch": 512}),
+    ("n_ubatch=256", {"swa_full": False, "flash_attn": None, "n_ubatch": 256}),
+    ("n_ubatch=1024", {"swa_full": False, "flash_attn": None, "n_ubatch": 1024}),
 ]
 TOPICS = [
     "memory of the model and the plan for each layer",

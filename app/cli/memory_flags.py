@@ -19,8 +19,9 @@ def add_memory_flags(p: argparse.ArgumentParser) -> None:
         "--swa-full",
         action=argparse.BooleanOptionalAction,
         default=defaults.swa_full,
-        help="full-size cache for sliding-window layers: reuses earlier chat turns, costs memory "
-        "at long contexts (default on; --no-swa-full keeps only the window, as llama-server does)",
+        help="full-size cache for sliding-window layers: a chat rewound past the window still "
+        "reuses its cache, at far more memory on long contexts (default off: only the window "
+        "is kept, as llama-server does)",
     )
     p.add_argument(
         "--flash-attn",

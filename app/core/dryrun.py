@@ -221,7 +221,7 @@ class MemorySettings:
     """The llama.cpp context settings besides the cache types that change what a load reserves."""
 
     n_ubatch: int = 512
-    swa_full: bool = True
+    swa_full: bool = False
     flash_attn: bool | None = None
     cpu_moe_layers: int = 0
     n_outputs_max: int = 1  # app.core.engine.protocol.LoadRequest.n_outputs_max

@@ -242,9 +242,12 @@ def kv_from_dry_run(
     """
     n = spec.n_layer
     if not dry.caches:
-        per = kv_layer_bytes(spec, n_ctx, type_k, type_v, n_ubatch, flash_attn=dry.flash_attn)
+        per = kv_layer_bytes(
+            spec, n_ctx, type_k, type_v, n_ubatch, dry.swa_full, flash_attn=dry.flash_attn
+        )
         cells = max(
-            (_layer_cells(spec, il, n_ctx, n_ubatch) for il in range(n) if per[il]), default=0
+            (_layer_cells(spec, il, n_ctx, n_ubatch, dry.swa_full) for il in range(n) if per[il]),
+            default=0,
         )
         formula = [{"kind": "formula", "cells": pad_ctx(n_ctx), "layers": n, "bytes": sum(per)}]
         return KVSplit(per, [0] * n, formula, cells)

@@ -80,9 +80,11 @@ class PlanOptions:
     type_k: str = "f16"
     type_v: str = "f16"
     # Chosen on purpose (the engine loads with the same; the plan's notes say which are in force):
-    # a full-size sliding-window cache keeps a chat's earlier turns reusable (llama-cpp-python's
-    # default; llama-server's is off, which holds only the window: far less memory at long contexts).
-    swa_full: bool = True
+    # sliding-window layers keep only their window (llama-server's default; llama-cpp-python's is a
+    # full-size cache): at 32k tokens a Gemma 3 12B needs 0.5 instead of 10 GiB for them.  Appended
+    # chat turns still reuse the cache; a chat rewound past the window is evaluated afresh
+    # (app.core.engine.host._window_reuse), the one case a full-size cache would have saved time.
+    swa_full: bool = False
     flash_attn: bool | None = None  # None: on only for a quantized V cache, which needs it
     n_ubatch: int = 512
     cpu_moe_layers: int = 0  # expert tensors of the first N layers kept in RAM (--n-cpu-moe)
@@ -99,7 +101,7 @@ class PlanOptions:
         return cls(
             type_k,
             type_v,
-            swa_full=bool(getattr(settings, "swa_full", True)),
+            swa_full=bool(getattr(settings, "swa_full", False)),
             flash_attn=flash,
             n_ubatch=int(getattr(settings, "n_ubatch", 512)),
         )

@@ -77,7 +77,9 @@ class Settings:
     server_port: int = 8080  # the local server (Server page, `quantdesk serve`)
     server_idle_ttl_s: int = 600  # unload a model the server has not used for this long; 0: never
     # Memory settings every plan and load follows (app.core.planning.PlanOptions):
-    swa_full: bool = True  # full-size sliding-window cache: earlier chat turns stay reusable
+    swa_full: bool = (
+        False  # window-only sliding-window cache (llama-server's default): least memory
+    )
     flash_attn: str = "auto"  # auto: on only for a quantized V cache (which needs it)
     n_ubatch: int = 512  # llama.cpp's physical batch: the compute buffer grows with it
     problems: list[str] = field(default_factory=list, compare=False, repr=False)

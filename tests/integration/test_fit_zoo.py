@@ -107,7 +107,8 @@ def test_windowed_model_without_pattern_key_gets_llama_cpp_pattern(runner):
 @pytest.mark.parametrize("family", ["gemma3", "lfm2", "phi3", "gemma4", "gptoss"])
 def test_full_size_headers_plan_at_their_true_size(runner, family):
     path = zoo.full_path(family)
-    spec, dry = _dry(runner, path, 8192)
+    # a full-size sliding-window cache: every layer's cells at the true size
+    spec, dry = _dry(runner, path, 8192, settings=MemorySettings(swa_full=True))
     assert spec.weights_bytes == dry.model_bytes
     plan = fit.plan_memory(spec, dry, 8192)
     assert plan.weights_bytes > 5e8

@@ -47,9 +47,7 @@ class LoadRequest:
     type_v: str = "f16"
     # Memory settings (app.core.planning.PlanOptions: the plan is made for the same ones).
     n_ubatch: int = 512
-    swa_full: bool = (
-        True  # a full-size cache for sliding-window layers (llama-cpp-python's default)
-    )
+    swa_full: bool = False  # True: a full-size cache for sliding-window layers (PlanOptions)
     flash_attn: bool | None = None  # None: on only for a quantized V cache (which needs it)
     cpu_moe_layers: int = 0  # keep the expert tensors of the first N layers in RAM (--n-cpu-moe)
     cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
@@ -126,7 +124,7 @@ class DryRunRequest:
     n_ubatch: int = 512
     type_k: str = "f16"
     type_v: str = "f16"
-    swa_full: bool = True
+    swa_full: bool = False
     flash_attn: bool | None = None
     cpu_moe_layers: int = 0
     n_outputs_max: int = 1  # as in LoadRequest

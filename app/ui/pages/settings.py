@@ -106,8 +106,9 @@ class SettingsPage(QWidget):
         memory = Card("Memory settings (every plan and load uses them)")
         self.swa_full = QCheckBox("Full-size cache for sliding-window layers")
         self.swa_full.setToolTip(
-            "On: earlier turns of a chat stay reusable (no re-reading of the whole conversation); "
-            "off: only the window is kept, far less memory at long contexts (llama-server's default)"
+            "Off (default, as llama-server): only the window is kept, far less memory at long "
+            "contexts; a chat rewound past the window is read again in full. On: every position is "
+            "kept, so even a rewound chat reuses its cache"
         )
         self.flash_attn = QComboBox()
         for label, value in (("Automatic", "auto"), ("On", "on"), ("Off", "off")):
