@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.core import fit, paths
@@ -397,18 +398,12 @@ class RunTimeout(Exception):
     """One measured run took longer than --run-timeout."""
 
 
-def _zoo_run(
-    path: Path, n_ctx: int, workload: str, cache: str, swa_full: bool, timeout: int, fill: bool
-) -> dict:
-    """One fresh engine child: a chat filling the context, or the reference's scoring pass over it.
-
-    Without ``fill`` the model is only loaded (llama.cpp's buffers, for the long contexts).
-    """
+@contextlib.contextmanager
+def timed_engine(prefix: str, timeout: int) -> Iterator[Engine]:
+    """A fresh engine child for one measured run, closed after it; RunTimeout past ``timeout`` s."""
     import signal
 
-    from app.core.engine.protocol import ScoreRequest
-
-    logs = Path(tempfile.mkdtemp(prefix="fitbench-zoo-"))
+    logs = Path(tempfile.mkdtemp(prefix=prefix))
     eng = Engine(log_dir=logs)
 
     def _expire(signum: int, frame: object) -> None:
@@ -418,54 +413,68 @@ def _zoo_run(
     signal.alarm(timeout)
     try:
         eng.start()
-        info = eng.load(
-            path,
-            n_ctx=n_ctx,
-            type_k=cache,
-            type_v=cache,
-            swa_full=swa_full,
-            n_threads=2,
-            n_outputs_max=fit.WORKLOAD_OUTPUTS[workload],
-        )
-        loaded = _status(eng.pid)
-        # The workload's own peak, without the load's transient (the loader's metadata, freed
-        # by the end of the load): "5" resets the peak-RSS mark to the current RSS.
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{eng.pid}/clear_refs").write_text("5")
-        if fill:
-            words = (WORDS * (n_ctx // len(WORDS) + 2))[:n_ctx]
-            room = n_ctx - 24  # the prompt fills the context but for the generated tokens
-            for _ in range(6):  # cut the text until it tokenizes within the room
-                n = len(eng.request(TokenizeRequest(" ".join(words))))
-                if n <= room:
-                    break
-                words = words[: max(1, len(words) * room // n - 4)]
-            text = " ".join(words)
-            if workload == "chat":
-                greedy = Sampling.preset("greedy")
-                req = GenerateRequest(
-                    prompt=text, max_tokens=16, sampling=greedy, stream=False, ignore_eos=True
-                )
-                eng.complete(req)
-            else:
-                tokens = eng.request(TokenizeRequest(text))
-                eng.request(ScoreRequest(tokens=list(tokens), start=1), timeout=timeout)
-        st = _status(eng.pid)
-        transient = loaded["VmHWM"] - loaded["VmRSS"]
-        return {
-            "ok": True,
-            "buffers": info.buffers,
-            "caches": info.caches,
-            "load_transient": transient,
-            **st,
-        }
-    except Exception as exc:  # RunTimeout, EngineCrashed
-        return {"ok": False, "error": str(exc)[:120]}
+        yield eng
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
         eng.close()
         shutil.rmtree(logs, ignore_errors=True)
+
+
+def _zoo_run(
+    path: Path, n_ctx: int, workload: str, cache: str, swa_full: bool, timeout: int, fill: bool
+) -> dict:
+    """One fresh engine child: a chat filling the context, or the reference's scoring pass over it.
+
+    Without ``fill`` the model is only loaded (llama.cpp's buffers, for the long contexts).
+    """
+    from app.core.engine.protocol import ScoreRequest
+
+    try:
+        with timed_engine("fitbench-zoo-", timeout) as eng:
+            info = eng.load(
+                path,
+                n_ctx=n_ctx,
+                type_k=cache,
+                type_v=cache,
+                swa_full=swa_full,
+                n_threads=2,
+                n_outputs_max=fit.WORKLOAD_OUTPUTS[workload],
+            )
+            loaded = _status(eng.pid)
+            # The workload's own peak, without the load's transient (the loader's metadata, freed
+            # by the end of the load): "5" resets the peak-RSS mark to the current RSS.
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{eng.pid}/clear_refs").write_text("5")
+            if fill:
+                words = (WORDS * (n_ctx // len(WORDS) + 2))[:n_ctx]
+                room = n_ctx - 24  # the prompt fills the context but for the generated tokens
+                for _ in range(6):  # cut the text until it tokenizes within the room
+                    n = len(eng.request(TokenizeRequest(" ".join(words))))
+                    if n <= room:
+                        break
+                    words = words[: max(1, len(words) * room // n - 4)]
+                text = " ".join(words)
+                if workload == "chat":
+                    greedy = Sampling.preset("greedy")
+                    req = GenerateRequest(
+                        prompt=text, max_tokens=16, sampling=greedy, stream=False, ignore_eos=True
+                    )
+                    eng.complete(req)
+                else:
+                    tokens = eng.request(TokenizeRequest(text))
+                    eng.request(ScoreRequest(tokens=list(tokens), start=1), timeout=timeout)
+            st = _status(eng.pid)
+            transient = loaded["VmHWM"] - loaded["VmRSS"]
+            return {
+                "ok": True,
+                "buffers": info.buffers,
+                "caches": info.caches,
+                "load_transient": transient,
+                **st,
+            }
+    except Exception as exc:  # RunTimeout, EngineCrashed
+        return {"ok": False, "error": str(exc)[:120]}
 
 
 def _buffer_errors(plan: fit.MemoryPlan, dry: fit.DryRun, r: dict) -> str:

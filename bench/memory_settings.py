@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
-import signal
 import statistics
 import tempfile
 from pathlib import Path
@@ -33,9 +31,10 @@ from typing import Any
 
 from app.core import fit
 from app.core.dryrun import DryRunner, MemorySettings
-from app.core.engine import Engine, GenerationStats, Sampling
+from app.core.engine import GenerationStats, Sampling
 from app.core.engine.protocol import GenerateRequest
 from app.core.gguf_header import read_local
+from bench.fit_accuracy import timed_engine
 
 MIB = 1 << 20
 TURNS = 4
@@ -60,10 +59,6 @@ FILLER = (
 )
 
 
-class RunTimeout(Exception):
-    """One measured run took longer than --run-timeout."""
-
-
 def _status(pid: int) -> dict[str, int]:
     out = {}
     with open(f"/proc/{pid}/status") as f:
@@ -83,46 +78,35 @@ def _message(turn: int, words: int = 260) -> str:
 
 def _chat_run(path: Path, n_ctx: int, opts: dict[str, Any], timeout: int) -> dict[str, Any]:
     """A fresh engine child: load with ``opts``, then the multi-turn chat."""
-    logs = Path(tempfile.mkdtemp(prefix="memsettings-"))
-    eng = Engine(log_dir=logs)
-
-    def _expire(signum: int, frame: object) -> None:
-        raise RunTimeout(f"over {timeout} s")
-
-    old = signal.signal(signal.SIGALRM, _expire)
-    signal.alarm(timeout)
     try:
-        eng.start()
-        eng.load(path, n_ctx=n_ctx, n_threads=2, **opts)
-        assert eng.pid is not None
-        # Turn 1's prompt rate is the cold one otherwise: the mapped weights are paged in and
-        # the threads spun up there.  A one-token warm-up shares no prefix with the chat.
-        warm = GenerateRequest(prompt="Warm up.", max_tokens=1, sampling=Sampling.preset("greedy"))
-        eng.complete(warm)
-        with contextlib.suppress(OSError):  # "5": the peak mark back to the current RSS
-            Path(f"/proc/{eng.pid}/clear_refs").write_text("5")
-        messages: list[dict[str, str]] = [{"role": "system", "content": "You are concise."}]
-        turns: list[GenerationStats] = []
-        greedy = Sampling.preset("greedy")
-        for turn in range(TURNS):
-            messages.append({"role": "user", "content": _message(turn)})
-            stats = None
-            for item in eng.chat(
-                messages, max_tokens=REPLY_TOKENS, sampling=greedy, ignore_eos=True
-            ):
-                if isinstance(item, GenerationStats):
-                    stats = item
-            assert stats is not None
-            turns.append(stats)
-            messages.append({"role": "assistant", "content": stats.text})
-        return {"ok": True, "turns": turns, **_status(eng.pid)}
+        with timed_engine("memsettings-", timeout) as eng:
+            eng.load(path, n_ctx=n_ctx, n_threads=2, **opts)
+            assert eng.pid is not None
+            # Turn 1's prompt rate is the cold one otherwise: the mapped weights are paged in and
+            # the threads spun up there.  A one-token warm-up shares no prefix with the chat.
+            warm = GenerateRequest(
+                prompt="Warm up.", max_tokens=1, sampling=Sampling.preset("greedy")
+            )
+            eng.complete(warm)
+            with contextlib.suppress(OSError):  # "5": the peak mark back to the current RSS
+                Path(f"/proc/{eng.pid}/clear_refs").write_text("5")
+            messages: list[dict[str, str]] = [{"role": "system", "content": "You are concise."}]
+            turns: list[GenerationStats] = []
+            greedy = Sampling.preset("greedy")
+            for turn in range(TURNS):
+                messages.append({"role": "user", "content": _message(turn)})
+                stats = None
+                for item in eng.chat(
+                    messages, max_tokens=REPLY_TOKENS, sampling=greedy, ignore_eos=True
+                ):
+                    if isinstance(item, GenerationStats):
+                        stats = item
+                assert stats is not None
+                turns.append(stats)
+                messages.append({"role": "assistant", "content": stats.text})
+            return {"ok": True, "turns": turns, **_status(eng.pid)}
     except Exception as exc:  # RunTimeout, EngineCrashed, a failed load
         return {"ok": False, "error": str(exc)[:100]}
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-        eng.close()
-        shutil.rmtree(logs, ignore_errors=True)
 
 
 def main() -> None:

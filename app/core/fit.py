@@ -530,8 +530,8 @@ def plan_memory(
             spec, n_ctx, type_v, n_ubatch, n_kv_cells=kv.max_cells, flash_attn=flash_attn
         )
         c_cpu += work
-    # The runtime (an engine child with no model) and what llama.cpp allocates on the heap for
-    # this model and context: the vocabulary above all, tens of MiB on a large one.
+    # The runtime (an engine child with no model), what llama.cpp allocates on the heap for this
+    # model (the vocabulary above all, tens of MiB on a large one) and the engine's own share.
     overhead = dry.base_rss_bytes + host_model_bytes(spec, dry)
     ram = repacked + mapped + kv_cpu + c_cpu + dry.output_bytes + overhead
     vram = w_gpu + kv_gpu + c_gpu if ngl else 0

@@ -112,7 +112,7 @@ class PlanOptions:
         )
 
     def for_workload(self, workload: str) -> PlanOptions:
-        """These options for ``workload`` (``chat`` or ``score``): the outputs it asks for."""
+        """These options for ``workload`` (fit.WORKLOADS): the logit rows it asks for."""
         if workload not in WORKLOAD_OUTPUTS:  # before any dry run: a typo is not a plan
             raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
         return replace(self, n_outputs_max=WORKLOAD_OUTPUTS[workload])

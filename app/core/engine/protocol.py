@@ -54,7 +54,8 @@ class LoadRequest:
     # Logit rows one micro-batch may ask for (llama.cpp's n_outputs_max): 1 for a chat, which
     # needs the last position's only, so the compute buffer is not reserved for n_ubatch rows of
     # logits (hundreds of MiB on a large vocabulary, real VRAM on a GPU); 0 = n_batch rows, what a
-    # comparison's scoring pass asks for.  More rows than reserved still work: ggml grows the buffer.
+    # comparison's scoring pass asks for.  A batch asking for more rows aborts llama.cpp, so the
+    # engine refuses a scoring pass on a chat load (host_score).
     n_outputs_max: int = 1
     # Workers (app.core.rpc, "host:port") whose devices take layers, and the share of the offloaded
     # layers per device in llama.cpp's order (workers first, then local GPUs): app.core.split.
