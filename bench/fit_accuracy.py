@@ -428,18 +428,20 @@ def _zoo_run(
 
     Without ``fill`` the model is only loaded (llama.cpp's buffers, for the long contexts).
     """
-    from app.core.engine.protocol import ScoreRequest
+    from app.core.engine.protocol import MemorySettings, ScoreRequest
 
     try:
         with timed_engine("fitbench-zoo-", timeout) as eng:
             info = eng.load(
                 path,
                 n_ctx=n_ctx,
-                type_k=cache,
-                type_v=cache,
-                swa_full=swa_full,
                 n_threads=2,
-                n_outputs_max=fit.WORKLOAD_OUTPUTS[workload],
+                memory=MemorySettings(
+                    type_k=cache,
+                    type_v=cache,
+                    swa_full=swa_full,
+                    n_outputs_max=fit.WORKLOAD_OUTPUTS[workload],
+                ),
             )
             loaded = _status(eng.pid)
             # The workload's own peak, without the load's transient (the loader's metadata, freed
@@ -494,7 +496,7 @@ def _buffer_errors(plan: fit.MemoryPlan, dry: fit.DryRun, r: dict) -> str:
 def zoo_accuracy(args: argparse.Namespace) -> None:
     """Per family, context and cache type: the plan vs llama.cpp's buffers, and (``--fill``
     contexts) vs the measured peak RSS of each workload."""
-    from app.core.dryrun import MemorySettings
+    from app.core.engine.protocol import MemorySettings
     from tests import zoo
 
     families = args.families.split(",") if args.families else list(zoo.FAMILIES)
@@ -519,9 +521,12 @@ def zoo_accuracy(args: argparse.Namespace) -> None:
                     # a variant's pass against one is measured by bench/compare_memory.py.
                     for workload in ("chat", "reference"):
                         settings = MemorySettings(
-                            swa_full=args.swa_full, n_outputs_max=fit.WORKLOAD_OUTPUTS[workload]
+                            type_k=cache,
+                            type_v=cache,
+                            swa_full=args.swa_full,
+                            n_outputs_max=fit.WORKLOAD_OUTPUTS[workload],
                         )
-                        dry = runner.run(p, digest, n_ctx, 0, cache, cache, settings)
+                        dry = runner.run(p, digest, n_ctx, 0, settings)
                         plan = fit.plan_memory(spec, dry, n_ctx, 0, cache, cache)
                         pred = fit.workload_ram_bytes(spec, dry, plan, workload)
                         measured = n_ctx in fill and cache == "f16"

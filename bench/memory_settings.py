@@ -30,22 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from app.core import fit
-from app.core.dryrun import DryRunner, MemorySettings
+from app.core.dryrun import DryRunner
 from app.core.engine import GenerationStats, Sampling
-from app.core.engine.protocol import GenerateRequest
+from app.core.engine.protocol import GenerateRequest, MemorySettings
 from app.core.gguf_header import read_local
 from bench.fit_accuracy import timed_engine
 
 MIB = 1 << 20
 TURNS = 4
 REPLY_TOKENS = 32
-SETTINGS: list[tuple[str, dict[str, Any]]] = [
-    ("baseline", {"swa_full": False, "flash_attn": None, "n_ubatch": 512}),
-    ("swa_full=True", {"swa_full": True, "flash_attn": None, "n_ubatch": 512}),
-    ("flash_attn=True", {"swa_full": False, "flash_attn": True, "n_ubatch": 512}),
-    ("flash_attn=False", {"swa_full": False, "flash_attn": False, "n_ubatch": 512}),
-    ("n_ubatch=256", {"swa_full": False, "flash_attn": None, "n_ubatch": 256}),
-    ("n_ubatch=1024", {"swa_full": False, "flash_attn": None, "n_ubatch": 1024}),
+SETTINGS: list[tuple[str, MemorySettings]] = [
+    ("baseline", MemorySettings()),
+    ("swa_full=True", MemorySettings(swa_full=True)),
+    ("flash_attn=True", MemorySettings(flash_attn=True)),
+    ("flash_attn=False", MemorySettings(flash_attn=False)),
+    ("n_ubatch=256", MemorySettings(n_ubatch=256)),
+    ("n_ubatch=1024", MemorySettings(n_ubatch=1024)),
 ]
 TOPICS = [
     "memory of the model and the plan for each layer",
@@ -76,11 +76,11 @@ def _message(turn: int, words: int = 260) -> str:
     return f"Turn {turn + 1}: tell me about {TOPICS[turn % len(TOPICS)]}. " + " ".join(body)
 
 
-def _chat_run(path: Path, n_ctx: int, opts: dict[str, Any], timeout: int) -> dict[str, Any]:
-    """A fresh engine child: load with ``opts``, then the multi-turn chat."""
+def _chat_run(path: Path, n_ctx: int, memory: MemorySettings, timeout: int) -> dict[str, Any]:
+    """A fresh engine child: load with ``memory``, then the multi-turn chat."""
     try:
         with timed_engine("memsettings-", timeout) as eng:
-            eng.load(path, n_ctx=n_ctx, n_threads=2, **opts)
+            eng.load(path, n_ctx=n_ctx, n_threads=2, memory=memory)
             assert eng.pid is not None
             # Turn 1's prompt rate is the cold one otherwise: the mapped weights are paged in and
             # the threads spun up there.  A one-token warm-up shares no prefix with the chat.
@@ -136,13 +136,8 @@ def main() -> None:
             p, digest = runner.prepare(path, spec)
             base: tuple[float, float] | None = None
             base_text: str | None = None
-            for name, opts in SETTINGS:
-                settings = MemorySettings(
-                    n_ubatch=opts["n_ubatch"],
-                    swa_full=opts["swa_full"],
-                    flash_attn=opts["flash_attn"],
-                )
-                dry = runner.run(p, digest, n_ctx, 0, "f16", "f16", settings)
+            for name, settings in SETTINGS:
+                dry = runner.run(p, digest, n_ctx, 0, settings)
                 plan = fit.plan_memory(
                     spec,
                     dry,
@@ -150,14 +145,14 @@ def main() -> None:
                     0,
                     "f16",
                     "f16",
-                    opts["n_ubatch"],
-                    flash_attn=opts["flash_attn"],
+                    settings.n_ubatch,
+                    flash_attn=settings.flash_attn,
                 )
                 row = (
                     f"| {fam} | {n_ctx} | {name} | {plan.ram_bytes / MIB:.0f} "
                     f"| {plan.kv_bytes / MIB:.0f} | {plan.compute_cpu_bytes / MIB:.0f} "
                 )
-                r = _chat_run(path, n_ctx, opts, args.run_timeout)
+                r = _chat_run(path, n_ctx, settings, args.run_timeout)
                 if not r["ok"]:
                     print(row + f"| - | - | - | {r['error']} | - |", flush=True)
                     continue

@@ -4,7 +4,7 @@ A plan must not cost a model load.  A dry run (``host_dryrun``) needs only the h
 remote variant the header read over HTTP Range is written to a *sparse* file in the cache folder --
 the header bytes, then a hole up to the full size -- and llama.cpp plans on that.  One engine child
 serves every dry run of a :class:`DryRunner`; results are cached, in memory and on disk, by
-(header digest, llama.cpp version, n_ctx, n_gpu_layers, cache types).
+(header digest, llama.cpp version, n_ctx, n_gpu_layers, memory settings).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from app.core import paths
-from app.core.engine.protocol import DryRunRequest
+from app.core.engine.protocol import DryRunRequest, MemorySettings
 from app.core.fit import DryRun, DryRunFn
 from app.core.gguf_header import GGUFError, ModelSpec, read_url, shard_urls
 from app.core.llama_log import CacheInfo
@@ -125,15 +125,11 @@ class DryRunner:
         digest: str,
         n_ctx: int,
         n_gpu_layers: int = 0,
-        type_k: str = "f16",
-        type_v: str = "f16",
         settings: MemorySettings | None = None,
     ) -> DryRun:
-        m = settings or MemorySettings()
-        key = (
-            f"{_FORMAT}|{digest}|{self._version}|{n_ctx}|{n_gpu_layers}|{type_k}|{type_v}|"
-            f"{m.n_ubatch}|{m.swa_full}|{m.flash_attn}|{m.cpu_moe_layers}|{m.n_outputs_max}"
-        )
+        m = (settings or MemorySettings()).memory()
+        # Every memory setting is part of the key, so a new one cannot be left out of it.
+        key = "|".join(map(str, (_FORMAT, digest, self._version, n_ctx, n_gpu_layers, *astuple(m))))
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -142,18 +138,7 @@ class DryRunner:
                 from app.core.engine.client import Engine
 
                 self._engine = Engine()
-            req = DryRunRequest(
-                path=str(path),
-                n_ctx=n_ctx,
-                n_gpu_layers=n_gpu_layers,
-                n_ubatch=m.n_ubatch,
-                type_k=type_k,
-                type_v=type_v,
-                swa_full=m.swa_full,
-                flash_attn=m.flash_attn,
-                cpu_moe_layers=m.cpu_moe_layers,
-                n_outputs_max=m.n_outputs_max,
-            )
+            req = DryRunRequest(path=str(path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, memory=m)
             result: DryRun = self._engine.request(req, timeout=300)
             self.runs += 1
             if not result.compute:
@@ -166,8 +151,6 @@ class DryRunner:
         self,
         source: str | Path,
         spec: ModelSpec,
-        type_k: str = "f16",
-        type_v: str = "f16",
         gpu_build: bool = False,
         headers: dict[str, str] | None = None,
         reader: Callable[[str], ModelSpec] | None = None,
@@ -182,7 +165,7 @@ class DryRunner:
 
         def fn(n_ctx: int, n_gpu_layers: int) -> DryRun:
             ngl = n_gpu_layers if gpu_build else 0
-            return self.run(path, digest, n_ctx, ngl, type_k, type_v, settings)
+            return self.run(path, digest, n_ctx, ngl, settings)
 
         return fn
 
@@ -214,14 +197,3 @@ def _from_json(data: dict[str, Any]) -> DryRun:
         for c in data.get("caches", ())
     )
     return DryRun(**data)
-
-
-@dataclass(frozen=True)
-class MemorySettings:
-    """The llama.cpp context settings besides the cache types that change what a load reserves."""
-
-    n_ubatch: int = 512
-    swa_full: bool = False
-    flash_attn: bool | None = None
-    cpu_moe_layers: int = 0
-    n_outputs_max: int = 1  # app.core.engine.protocol.LoadRequest.n_outputs_max

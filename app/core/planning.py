@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.core.cancel import CancelToken
-from app.core.dryrun import DryRunner, MemorySettings
+from app.core.dryrun import DryRunner
+from app.core.engine.protocol import MemorySettings
 from app.core.errors import ErrorKind, QuantDeskError
 from app.core.fit import (
     DEFAULT_RAM_MARGIN,
@@ -74,23 +75,9 @@ class PlanError(QuantDeskError):
 
 
 @dataclass(frozen=True)
-class PlanOptions:
-    """The memory settings a plan is made for (the engine must load with the same ones)."""
-
-    type_k: str = "f16"
-    type_v: str = "f16"
-    # Chosen on purpose (the engine loads with the same; the plan's notes say which are in force):
-    # sliding-window layers keep only their window (llama-server's default; llama-cpp-python's is a
-    # full-size cache): at 32k tokens a Gemma 3 12B needs 0.5 instead of 10 GiB for them.  Appended
-    # chat turns still reuse the cache; a chat rewound past the window is evaluated afresh
-    # (app.core.engine.host._window_reuse), the one case a full-size cache would have saved time.
-    swa_full: bool = False
-    flash_attn: bool | None = None  # None: on only for a quantized V cache, which needs it
-    n_ubatch: int = 512
-    cpu_moe_layers: int = 0  # expert tensors of the first N layers kept in RAM (--n-cpu-moe)
-    cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
-    # Logit rows per micro-batch (fit.WORKLOAD_OUTPUTS): a chat's 1 unless planned for scoring.
-    n_outputs_max: int = WORKLOAD_OUTPUTS["chat"]
+class PlanOptions(MemorySettings):
+    """The memory settings a plan is made for (the engine loads with the same ones; the plan's
+    notes say which are in force), with the user's choices and the workloads' logit rows."""
 
     @classmethod
     def from_settings(
@@ -106,11 +93,6 @@ class PlanOptions:
             n_ubatch=int(getattr(settings, "n_ubatch", 512)),
         )
 
-    def settings(self) -> MemorySettings:
-        return MemorySettings(
-            self.n_ubatch, self.swa_full, self.flash_attn, self.cpu_moe_layers, self.n_outputs_max
-        )
-
     def for_workload(self, workload: str) -> PlanOptions:
         """These options for ``workload`` (fit.WORKLOADS): the logit rows it asks for."""
         if workload not in WORKLOAD_OUTPUTS:  # before any dry run: a typo is not a plan
@@ -119,16 +101,7 @@ class PlanOptions:
 
     def load_kwargs(self) -> dict[str, Any]:
         """``Engine.load`` keywords for these settings (the load must follow what was planned)."""
-        return {
-            "type_k": self.type_k,
-            "type_v": self.type_v,
-            "swa_full": self.swa_full,
-            "flash_attn": self.flash_attn,
-            "n_ubatch": self.n_ubatch,
-            "cpu_moe_layers": self.cpu_moe_layers,
-            "cpu_moe_extra": self.cpu_moe_extra,
-            "n_outputs_max": self.n_outputs_max,
-        }
+        return {"memory": self.memory()}
 
 
 # ---- results --------------------------------------------------------------------------------
@@ -315,12 +288,10 @@ class Planner:
         return self.runner.dry_fn(
             source,
             spec,
-            o.type_k,
-            o.type_v,
             self.profile().gpu_build,
             headers,
             reader=lambda url: self.headers.url(url, headers),
-            settings=o.settings(),
+            settings=o,
         )
 
     def fit(

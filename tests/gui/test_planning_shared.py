@@ -61,4 +61,4 @@ def test_plans_follow_the_memory_settings_in_force(window, tiny_models):
     assert planner.options.n_ubatch == 128
     smaller = planner.fit(tiny_models["Q8_0"], 2048).offload.plan  # no options: the settings'
     assert smaller.compute_bytes < default.compute_bytes  # llama.cpp reserved for 128-row batches
-    assert planner.plan_load(tiny_models["Q8_0"], 2048).load_kwargs()["n_ubatch"] == 128
+    assert planner.plan_load(tiny_models["Q8_0"], 2048).load_kwargs()["memory"].n_ubatch == 128

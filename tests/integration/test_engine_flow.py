@@ -15,7 +15,7 @@ import pytest
 
 from app.core.engine import Engine, EngineCrashed, EngineError, GenerationStats, Sampling
 from app.core.engine.host import STREAM_WINDOW
-from app.core.engine.protocol import GenerateRequest, ScoreRequest
+from app.core.engine.protocol import GenerateRequest, MemorySettings, ScoreRequest
 from app.core.errors import ErrorKind
 from tests import modelfactory
 
@@ -48,7 +48,8 @@ def _run(engine: Engine, req: GenerateRequest) -> tuple[list[str], GenerationSta
 @pytest.mark.parametrize("quant", ["F16", *modelfactory.QUANTS])
 def test_tokens_without_text_never_stall_chat_or_scoring(engine, quant):
     # loaded as a comparison loads (for scoring too: every position's logits)
-    engine.load(modelfactory.model_path(quant), n_ctx=512, n_threads=1, n_outputs_max=0)
+    memory = MemorySettings(n_outputs_max=0)  # a scoring load
+    engine.load(modelfactory.model_path(quant), n_ctx=512, n_threads=1, memory=memory)
     req = GenerateRequest(messages=HELLO, max_tokens=N_SILENT, sampling=GREEDY, logit_bias=SILENT)
     pieces, stats = _run(engine, req)
     # the bias really produced silent tokens: all of them sampled, none with text

@@ -17,7 +17,7 @@ import pytest
 from app.core import fit
 from app.core.dryrun import DryRunner
 from app.core.engine import Engine
-from app.core.engine.protocol import GenerateRequest, TokenizeRequest
+from app.core.engine.protocol import GenerateRequest, MemorySettings, TokenizeRequest
 from app.core.gguf_header import GGUFError, read_local, read_url
 from tests import fitshapes, modelfactory
 
@@ -27,7 +27,7 @@ LOG_PRECISION = int(0.005 * fit.MIB) + 1
 def _dry(runner: DryRunner, path: Path, n_ctx: int, ngl: int = 0, tk="f16", tv="f16"):
     spec = read_local(path)
     p, digest = runner.prepare(path, spec)
-    return spec, runner.run(p, digest, n_ctx, ngl, tk, tv)
+    return spec, runner.run(p, digest, n_ctx, ngl, MemorySettings(type_k=tk, type_v=tv))
 
 
 def _sparse_copy(src: Path, dst: Path) -> Path:

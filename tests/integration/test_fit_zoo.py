@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from app.core import fit
-from app.core.dryrun import DryRunner, MemorySettings
+from app.core.dryrun import DryRunner
 from app.core.engine import Engine
-from app.core.engine.protocol import GenerateRequest, Sampling
+from app.core.engine.protocol import GenerateRequest, MemorySettings, Sampling
 from app.core.gguf_header import read_local
 from tests import zoo
 
@@ -22,10 +22,11 @@ LOG_PRECISION = int(0.005 * fit.MIB) + 1
 CONTEXTS = (1024, 4096)
 
 
-def _dry(runner: DryRunner, path, n_ctx, cache="f16", settings=None):
+def _dry(runner: DryRunner, path, n_ctx, cache="f16", **memory):
     spec = read_local(path)
     p, digest = runner.prepare(path, spec)
-    return spec, runner.run(p, digest, n_ctx, 0, cache, cache, settings)
+    settings = MemorySettings(type_k=cache, type_v=cache, **memory)
+    return spec, runner.run(p, digest, n_ctx, 0, settings)
 
 
 def _close(a: int, b: int, rel: float = 0.01) -> bool:
@@ -47,11 +48,10 @@ RUNS = ((1024, "f16", True), (4096, "q8_0", False))
 def test_plan_equals_a_real_load_of_each_family(runner, engine, family):
     path = zoo.small_path(family)
     for n_ctx, cache, swa_full in RUNS:
-        spec, dry = _dry(runner, path, n_ctx, cache, MemorySettings(swa_full=swa_full))
+        spec, dry = _dry(runner, path, n_ctx, cache, swa_full=swa_full)
         plan = fit.plan_memory(spec, dry, n_ctx, 0, cache, cache)
-        info = engine.load(
-            path, n_ctx=n_ctx, type_k=cache, type_v=cache, swa_full=swa_full, n_threads=1
-        )
+        memory = MemorySettings(type_k=cache, type_v=cache, swa_full=swa_full)
+        info = engine.load(path, n_ctx=n_ctx, memory=memory, n_threads=1)
         assert spec.weights_bytes == dry.model_bytes
         bufs = info.buffers
         model = sum(v for k, v in bufs.items() if k.endswith(" model"))
@@ -89,7 +89,7 @@ def test_windowed_model_without_pattern_key_gets_llama_cpp_pattern(runner):
     assert "gemma3.attention.sliding_window_pattern" not in spec.metadata
     plans = {}
     for n_ctx, swa_full in ((4096, False), (8192, False), (8192, True)):
-        _, dry = _dry(runner, path, n_ctx, "q8_0", MemorySettings(swa_full=swa_full))
+        _, dry = _dry(runner, path, n_ctx, "q8_0", swa_full=swa_full)
         assert dry.swa_layers == (0, 1, 2, 3, 4)  # every sixth layer is global
         plans[n_ctx, swa_full] = plan = fit.plan_memory(spec, dry, n_ctx, 0, "q8_0", "q8_0")
         # the formula (only a fallback) agrees with llama.cpp's figures
@@ -108,7 +108,7 @@ def test_windowed_model_without_pattern_key_gets_llama_cpp_pattern(runner):
 def test_full_size_headers_plan_at_their_true_size(runner, family):
     path = zoo.full_path(family)
     # a full-size sliding-window cache: every layer's cells at the true size
-    spec, dry = _dry(runner, path, 8192, settings=MemorySettings(swa_full=True))
+    spec, dry = _dry(runner, path, 8192, swa_full=True)
     assert spec.weights_bytes == dry.model_bytes
     plan = fit.plan_memory(spec, dry, 8192)
     assert plan.weights_bytes > 5e8
@@ -140,7 +140,7 @@ def test_full_size_headers_plan_at_their_true_size(runner, family):
         ]
         assert len(experts) == 3 * 24
         assert all(t.type_name == "MXFP4" and t.nbytes == t.n_elements // 32 * 17 for t in experts)
-        _, windowed = _dry(runner, path, 8192, settings=MemorySettings(swa_full=False))
+        _, windowed = _dry(runner, path, 8192, swa_full=False)
         small = {c["kind"]: c for c in fit.plan_memory(spec, windowed, 8192).kv_caches}
         row = 8 * 64 * 2 * 2  # 8 KV heads of 64, K and V in f16
         assert small["swa"] == {"kind": "swa", "cells": 768, "layers": 12, "bytes": 768 * 12 * row}
@@ -178,8 +178,8 @@ def test_a_chat_reserves_compute_for_one_row_of_logits(runner, engine):
 
     path = zoo.small_path("gemma3")
     n_ctx = 1024
-    spec, chat = _dry(runner, path, n_ctx, settings=MemorySettings(n_outputs_max=1))
-    _, score = _dry(runner, path, n_ctx, settings=MemorySettings(n_outputs_max=0))
+    spec, chat = _dry(runner, path, n_ctx, n_outputs_max=1)
+    _, score = _dry(runner, path, n_ctx, n_outputs_max=0)
     logits = 512 * spec.n_vocab * 4
     assert score.compute["CPU"] - chat.compute["CPU"] >= 0.95 * logits  # all but 1 row, ~
     info = engine.load(path, n_ctx=n_ctx, n_threads=1)  # Engine.load's default: a chat's
@@ -191,7 +191,7 @@ def test_a_chat_reserves_compute_for_one_row_of_logits(runner, engine):
     tokens = engine.request(TokenizeRequest("the model reads the memory plan " * 40))
     with pytest.raises(EngineError, match="loaded for chat"):
         engine.request(ScoreRequest(tokens=list(tokens), start=1))
-    info = engine.load(path, n_ctx=n_ctx, n_threads=1, n_outputs_max=0)
+    info = engine.load(path, n_ctx=n_ctx, n_threads=1, memory=MemorySettings(n_outputs_max=0))
     assert _close(info.buffers["CPU compute"], score.compute["CPU"])
     result = engine.request(ScoreRequest(tokens=list(tokens), start=1))
     assert len(result.nll) == len(tokens) - 1 and bool(np.isfinite(result.nll).all())
@@ -225,7 +225,8 @@ def test_a_window_only_cache_reuses_appended_turns_and_redoes_a_rewound_chat(eng
         )
         return engine.complete(req)
 
-    engine.load(path, n_ctx=4096, swa_full=False, n_threads=1)
+    window_only = MemorySettings(swa_full=False)
+    engine.load(path, n_ctx=4096, memory=window_only, n_threads=1)
     first = text("a", 300)
     one = reply(first)
     second = first + one.text + text("b", 300)
@@ -236,6 +237,6 @@ def test_a_window_only_cache_reuses_appended_turns_and_redoes_a_rewound_chat(eng
     rewound = first[: len(first) // 2] + text("c", 100)  # the first turn edited halfway
     three = reply(rewound)
     assert head > 256 and three.cached_prompt_tokens == 0, three
-    engine.load(path, n_ctx=4096, swa_full=False, n_threads=1)  # a fresh context
+    engine.load(path, n_ctx=4096, memory=window_only, n_threads=1)  # a fresh context
     assert reply(rewound).text == three.text
     engine.unload()

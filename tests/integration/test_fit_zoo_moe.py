@@ -28,21 +28,20 @@ MOE_FAMILIES = tuple(f for f in zoo.FAMILIES if zoo.SMALL[f].moe)
 
 @pytest.mark.parametrize("family", MOE_FAMILIES)
 def test_scaled_down_moe_loads_with_expert_overrides(runner, tmp_path, family):
-    from app.core.dryrun import MemorySettings
     from app.core.engine import Engine
-    from app.core.engine.protocol import GenerateRequest, Sampling
+    from app.core.engine.protocol import GenerateRequest, MemorySettings, Sampling
 
     path = zoo.small_path(family)
     spec = read_local(path)
     n_ctx = 1024
     p, digest = runner.prepare(path, spec)
-    dry = runner.run(p, digest, n_ctx, 0, "f16", "f16", MemorySettings(cpu_moe_layers=1))
+    dry = runner.run(p, digest, n_ctx, 0, MemorySettings(cpu_moe_layers=1))
     plan = fit.plan_memory(spec, dry, n_ctx, spec.n_layer + 1, cpu_moe_layers=1)
     experts0 = sum(t.nbytes for t in spec.tensors if t.layer == 0 and fit.is_expert_tensor(t.name))
     assert plan.expert_cpu_bytes == experts0 > 0
     assert plan.weights_cpu_bytes == experts0 + spec.input_bytes
     with Engine(log_dir=tmp_path) as eng:
-        info = eng.load(path, n_ctx=n_ctx, cpu_moe_layers=1, n_threads=1)
+        info = eng.load(path, n_ctx=n_ctx, memory=MemorySettings(cpu_moe_layers=1), n_threads=1)
         # On a CPU build every buffer is a CPU one: the override must not change what is allocated.
         model = sum(v for k, v in info.buffers.items() if k.endswith(" model"))
         assert abs(model - spec.weights_bytes) <= 2 * LOG_PRECISION

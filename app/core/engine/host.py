@@ -200,6 +200,7 @@ def _buffers(lines: list[str]) -> dict[str, int]:
 def _load(state: State, req: LoadRequest) -> LoadedInfo:
     from app.core.engine.host_dryrun import (
         flash_attn_on,
+        kv_types,
         moe_load_params,
         outputs_for,
         outputs_params,
@@ -211,17 +212,17 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     except GGUFError as exc:
         raise RequestError(str(exc), "load") from exc
     template, n_ctx_train = spec.chat_template, spec.n_ctx_train
-    n_outputs_max = outputs_for(req.n_outputs_max, spec.metadata)
+    n_outputs_max = outputs_for(req.memory.n_outputs_max, spec.metadata)
     # The parse holds every token and merge as Python objects (tens of MiB on a large
     # vocabulary): free them and hand the pages back before llama.cpp reads its own copy.
     del spec
     trim_heap()
     _unload(state)
     lc = state.llama_cpp
-    from app.core.llama_log import KV_TYPES, memory_caches
+    from app.core.llama_log import memory_caches
 
-    if req.type_k not in KV_TYPES or req.type_v not in KV_TYPES:
-        raise RequestError(f"unknown KV cache type {req.type_k}/{req.type_v}", "request")
+    m = req.memory
+    type_k, type_v = kv_types(m)
     state.log_lines.clear()
     from app.core.hardware import suggested_threads
 
@@ -236,7 +237,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
 
             register_servers(req.rpc_servers)  # probes each first: ggml aborts on a dead one
         with (
-            moe_load_params(state, req.cpu_moe_layers, req.cpu_moe_extra),
+            moe_load_params(state, m.cpu_moe_layers, m.cpu_moe_extra),
             outputs_params(n_outputs_max),
         ):
             llm = lc.Llama(
@@ -245,12 +246,12 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
                 n_gpu_layers=req.n_gpu_layers,
                 n_threads=threads,
                 n_batch=req.n_batch,
-                n_ubatch=req.n_ubatch,
+                n_ubatch=m.n_ubatch,
                 use_mmap=req.use_mmap,
-                type_k=KV_TYPES[req.type_k].ggml_type,
-                type_v=KV_TYPES[req.type_v].ggml_type,
-                flash_attn=flash_attn_on(req.flash_attn, req.type_v),
-                swa_full=req.swa_full,
+                type_k=type_k,
+                type_v=type_v,
+                flash_attn=flash_attn_on(m.flash_attn, m.type_v),
+                swa_full=m.swa_full,
                 tensor_split=list(req.tensor_split) or None,
                 verbose=True,
             )
@@ -558,7 +559,7 @@ def _window_reuse(state: State, llm: Any, cached: int) -> int:
     would reuse it as it is and answer from a broken window.
     """
     load = state.load
-    if cached == 0 or load is None or load.swa_full:
+    if cached == 0 or load is None or load.memory.swa_full:
         return cached
     lc = state.llama_cpp
     n_swa = int(lc.llama_model_n_swa(llm._model.model))

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from app.core.engine.host import RequestError, State, current_rss, heap_in_use
-from app.core.engine.protocol import DryRunRequest
+from app.core.engine.protocol import DryRunRequest, MemorySettings
 from app.core.errors import ErrorKind
 from app.core.fit import MOE_EXPERTS, DryRun
 from app.core.llama_log import (
@@ -39,8 +39,8 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
     lc = state.llama_cpp
     if not os.path.exists(req.path):
         raise RequestError(f"no such file: {req.path}", "load")
-    if req.type_k not in KV_TYPES or req.type_v not in KV_TYPES:
-        raise RequestError(f"unknown KV cache type {req.type_k}/{req.type_v}")
+    m = req.memory
+    type_k, type_v = kv_types(m)
     base = getattr(state, "dryrun_base_rss", None)
     if base is None and state.llm is None:
         # The runtime's own footprint (interpreter, llama.cpp libraries) before any model: part
@@ -54,7 +54,7 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
         mp.n_gpu_layers = req.n_gpu_layers
         mp.no_alloc = True
         mp.load_mode = lc.LLAMA_LOAD_MODE_NONE
-        overrides = cpu_moe_overrides(state, req.cpu_moe_layers)
+        overrides = cpu_moe_overrides(state, m.cpu_moe_layers, m.cpu_moe_extra)
         if overrides is not None:
             mp.tensor_buft_overrides = overrides
         heap0 = heap_in_use()
@@ -73,21 +73,20 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
             n_batch = min(req.n_ctx, req.n_batch)
             cp.n_ctx = req.n_ctx
             cp.n_batch = n_batch
-            cp.n_ubatch = min(n_batch, req.n_ubatch)
-            cp.type_k = KV_TYPES[req.type_k].ggml_type
-            cp.type_v = KV_TYPES[req.type_v].ggml_type
+            cp.n_ubatch = min(n_batch, m.n_ubatch)
+            cp.type_k, cp.type_v = type_k, type_v
             cp.flash_attn_type = (
                 lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-                if flash_attn_on(req.flash_attn, req.type_v)
+                if flash_attn_on(m.flash_attn, m.type_v)
                 else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
-            cp.swa_full = req.swa_full
+            cp.swa_full = m.swa_full
             arch = _model_metadata(lc, model, ("general.architecture",))
             meta = {
                 **arch,
                 **_model_metadata(lc, model, (f"{arch.get('general.architecture')}.pooling_type",)),
             }
-            n_outputs_max = outputs_for(req.n_outputs_max, meta)
+            n_outputs_max = outputs_for(m.n_outputs_max, meta)
             cp.n_outputs_max = n_outputs_max
             ctx = lc.llama_init_from_model(model, cp)
             if not ctx:
@@ -103,9 +102,9 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
         parse_log(lines, base or 0),
         model_bytes=model_bytes,
         cpu_features=cpu_features(state),
-        flash_attn=flash_attn_on(req.flash_attn, req.type_v),
-        swa_full=req.swa_full,
-        n_ubatch=min(req.n_ctx, req.n_batch, req.n_ubatch),
+        flash_attn=flash_attn_on(m.flash_attn, m.type_v),
+        swa_full=m.swa_full,
+        n_ubatch=min(req.n_ctx, req.n_batch, m.n_ubatch),
         n_outputs_max=n_outputs_max,
         host_model_bytes=host_bytes,
     )
@@ -275,6 +274,13 @@ def moe_load_params(state: State, n_layers: int, extra: tuple[str, ...] = ()) ->
         return
     with _llama_defaults("llama_model_default_params", "tensor_buft_overrides", overrides):
         yield
+
+
+def kv_types(m: MemorySettings) -> tuple[int, int]:
+    """The ggml types of ``m``'s K and V caches (a request naming another type is refused)."""
+    if m.type_k not in KV_TYPES or m.type_v not in KV_TYPES:
+        raise RequestError(f"unknown KV cache type {m.type_k}/{m.type_v}", "request")
+    return KV_TYPES[m.type_k].ggml_type, KV_TYPES[m.type_v].ggml_type
 
 
 def outputs_for(n_outputs_max: int, metadata: dict[str, object]) -> int:

@@ -36,7 +36,7 @@ def handle(state: Any, req: ScoreRequest) -> ScoreResult:
     if llm is None:
         raise RequestError("no model is loaded")
     lc = state.llama_cpp
-    cap = state.load.n_outputs_max if state.load is not None else 0
+    cap = state.load.memory.n_outputs_max if state.load is not None else 0
     if 0 < cap < int(llm.n_batch):
         # llama.cpp aborts on a batch asking for more logit rows than the context reserved.
         raise RequestError(

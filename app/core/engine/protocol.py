@@ -6,7 +6,7 @@ generation runs; ``Done`` or ``Failed`` ends every request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # ---- parent -> child ------------------------------------------------------------------------
@@ -36,18 +36,19 @@ class Sampling:
 
 
 @dataclass(frozen=True)
-class LoadRequest:
-    path: str
-    n_ctx: int = 4096
-    n_gpu_layers: int = 0
-    n_threads: int | None = None
-    n_batch: int = 512
-    use_mmap: bool = True
+class MemorySettings:
+    """The llama.cpp settings that change what a load reserves: one set for the plan, its dry run
+    and the load, so a model is loaded with exactly what was planned (app.core.planning.PlanOptions
+    adds the user's choices and the workloads to it)."""
+
     type_k: str = "f16"
     type_v: str = "f16"
-    # Memory settings (app.core.planning.PlanOptions: the plan is made for the same ones).
     n_ubatch: int = 512
-    swa_full: bool = False  # True: a full-size cache for sliding-window layers (PlanOptions)
+    # True: a full-size cache for sliding-window layers (llama-cpp-python's default).  Off, they
+    # keep only their window (llama-server's default): at 32k tokens a Gemma 3 12B needs 0.5
+    # instead of 10 GiB for them.  Appended chat turns still reuse the cache; a chat rewound past
+    # the window is evaluated afresh (app.core.engine.host._window_reuse).
+    swa_full: bool = False
     flash_attn: bool | None = None  # None: on only for a quantized V cache (which needs it)
     cpu_moe_layers: int = 0  # keep the expert tensors of the first N layers in RAM (--n-cpu-moe)
     cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
@@ -57,6 +58,21 @@ class LoadRequest:
     # comparison's scoring pass asks for.  A batch asking for more rows aborts llama.cpp, so the
     # engine refuses a scoring pass on a chat load (host_score).
     n_outputs_max: int = 1
+
+    def memory(self) -> MemorySettings:
+        """These settings as the plain message type (a subclass stays on the parent's side)."""
+        return MemorySettings(**{f.name: getattr(self, f.name) for f in fields(MemorySettings)})
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    path: str
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0
+    n_threads: int | None = None
+    n_batch: int = 512
+    use_mmap: bool = True
+    memory: MemorySettings = field(default_factory=MemorySettings)
     # Workers (app.core.rpc, "host:port") whose devices take layers, and the share of the offloaded
     # layers per device in llama.cpp's order (workers first, then local GPUs): app.core.split.
     rpc_servers: tuple[str, ...] = ()
@@ -122,13 +138,7 @@ class DryRunRequest:
     n_ctx: int
     n_gpu_layers: int = 0
     n_batch: int = 512
-    n_ubatch: int = 512
-    type_k: str = "f16"
-    type_v: str = "f16"
-    swa_full: bool = False
-    flash_attn: bool | None = None
-    cpu_moe_layers: int = 0
-    n_outputs_max: int = 1  # as in LoadRequest
+    memory: MemorySettings = field(default_factory=MemorySettings)
 
 
 @dataclass(frozen=True)
