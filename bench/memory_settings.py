@@ -9,13 +9,15 @@ n_ctx 8192 (and 32768 for gemma3), each setting of ``PlanOptions`` is planned (d
 * the child's peak RSS during the chat (VmHWM, reset after the load so the loader's transient is
   not counted);
 * prompt and generation tok/s as a ratio to the model's baseline row (the defaults: swa_full off,
-  flash_attn auto, n_ubatch 512) measured in the same run: other work on the machine makes absolute rates noise;
-  both are medians over the turns (prompt: the evaluated tokens over the time to first token),
-  after a one-token warm-up so turn 1 is not the cold one;
+  flash_attn auto, n_ubatch 512): every setting runs once per round, in an order rotated each
+  round, and the ratio is to the same round's baseline, its median over the rounds shown (other
+  work on the machine makes absolute rates noise; a single round put 0.6-1.7 between identical
+  settings).  Within a run the rate is the median over the turns (prompt: the evaluated tokens
+  over the time to first token), after a one-token warm-up so turn 1 is not the cold one;
 * the tokens re-evaluated on turn 4: with the common prefix reused only the new message (and the
   previous reply's tail) is, with a full-size or a window-only sliding-window cache alike.
 
-    .venv/bin/python -m bench.memory_settings [--quick] [--run-timeout 300]
+    .venv/bin/python -m bench.memory_settings [--quick] [--rounds 5] [--run-timeout 300]
 
 ``--quick``: gemma3 at 8192 only.
 """
@@ -115,13 +117,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="gemma3 at 8192 only")
     ap.add_argument("--run-timeout", type=int, default=300, help="seconds per engine run")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of every setting (median ratio)")
     args = ap.parse_args()
     cases = [("gemma3", 8192)]
     if not args.quick:
         cases += [("llama", 8192), ("gemma3", 32768)]
     print(
         f"{TURNS} turns of ~300-token messages + {REPLY_TOKENS} greedy tokens, n_threads 2; "
-        "speed = ratio to the model's baseline row (same run)"
+        f"speed = median over {args.rounds} rounds of the ratio to the same round's baseline"
     )
     print(
         "| model | n_ctx | setting | plan RAM MiB | plan KV MiB | plan compute MiB | peak RSS MiB "
@@ -134,8 +137,7 @@ def main() -> None:
             path = zoo.small_path(fam)
             spec = read_local(path)
             p, digest = runner.prepare(path, spec)
-            base: tuple[float, float] | None = None
-            base_text: str | None = None
+            rows = {}
             for name, settings in SETTINGS:
                 dry = runner.run(p, digest, n_ctx, 0, settings)
                 plan = fit.plan_memory(
@@ -148,38 +150,52 @@ def main() -> None:
                     settings.n_ubatch,
                     flash_attn=settings.flash_attn,
                 )
-                row = (
+                rows[name] = (
                     f"| {fam} | {n_ctx} | {name} | {plan.ram_bytes / MIB:.0f} "
                     f"| {plan.kv_bytes / MIB:.0f} | {plan.compute_cpu_bytes / MIB:.0f} "
                 )
-                r = _chat_run(path, n_ctx, settings, args.run_timeout)
-                if not r["ok"]:
-                    print(row + f"| - | - | - | {r['error']} | - |", flush=True)
-                    continue
-                turns: list[GenerationStats] = r["turns"]
-                # A median over the turns (each ~300 evaluated tokens): one turn is at the mercy
-                # of whatever else runs on the machine.
-                prompt_rate = statistics.median(t.prompt_tok_s for t in turns)
-                gen_rate = statistics.median(t.gen_tok_s for t in turns)
-                if base is None:
-                    base = (prompt_rate, gen_rate) if name == "baseline" else (0.0, 0.0)
-                last = turns[-1]
-                if name == "baseline":
-                    base_text = last.text
-                same = "yes" if last.text == base_text else "no"
-                evaluated = last.prompt_tokens - last.cached_prompt_tokens
-                ratio = (
-                    f"{prompt_rate / base[0]:.2f} | {gen_rate / base[1]:.2f}"
-                    if base[0] and base[1]
-                    else "- | -"
-                )
-                print(
-                    row + f"| {r['VmHWM'] / MIB:.0f} | {ratio} "
-                    f"| {evaluated} / {last.prompt_tokens} | {same} |",
-                    flush=True,
-                )
+            runs = _rounds(path, n_ctx, args.rounds, args.run_timeout)
+            for name, _settings in SETTINGS:
+                print(rows[name] + _result(runs, name), flush=True)
     finally:
         runner.close()
+
+
+def _rounds(path: Path, n_ctx: int, rounds: int, timeout: int) -> list[dict[str, dict[str, Any]]]:
+    """Every setting's chat, ``rounds`` times, each round in a rotated order: a setting's speed is
+    compared with the baseline of its own round, so a slow spell of the machine (or being the
+    first child to page the model in) does not land on one setting."""
+    out = []
+    for k in range(rounds):
+        order = SETTINGS[k % len(SETTINGS) :] + SETTINGS[: k % len(SETTINGS)]
+        out.append({name: _chat_run(path, n_ctx, s, timeout) for name, s in order})
+    return out
+
+
+def _result(runs: list[dict[str, dict[str, Any]]], name: str) -> str:
+    """One setting's columns: peak RSS (the highest round), the median over rounds of its speed
+    ratios to the same round's baseline, and turn 4 of the first round that ran."""
+    good = [r for r in runs if r[name]["ok"] and r["baseline"]["ok"]]
+    if not good:
+        failed = next(r[name] for r in runs if not r[name]["ok"])
+        return f"| - | - | - | {failed.get('error', 'baseline failed')} | - |"
+
+    def rate(r: dict[str, Any], field: str) -> float:
+        # A median over the turns (each ~300 evaluated tokens) within a run, too.
+        return statistics.median(getattr(t, field) for t in r["turns"])
+
+    ratios = [
+        f"{statistics.median(rate(r[name], f) / rate(r['baseline'], f) for r in good):.2f}"
+        for f in ("prompt_tok_s", "gen_tok_s")
+    ]
+    last = good[0][name]["turns"][-1]
+    same = "yes" if last.text == good[0]["baseline"]["turns"][-1].text else "no"
+    evaluated = last.prompt_tokens - last.cached_prompt_tokens
+    peak = max(r[name]["VmHWM"] for r in good)
+    return (
+        f"| {peak / MIB:.0f} | {ratios[0]} | {ratios[1]} "
+        f"| {evaluated} / {last.prompt_tokens} | {same} |"
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def add_memory_flags(p: argparse.ArgumentParser) -> None:
         "--flash-attn",
         choices=sorted(_FLASH),
         default="auto",
-        help="flash attention (auto: on only for a quantized V cache, which needs it)",
+        help="flash attention (auto: llama.cpp's choice, on wherever each layer's device runs it)",
     )
     p.add_argument(
         "--ubatch", type=int, default=defaults.n_ubatch, help="physical batch size (n_ubatch)"

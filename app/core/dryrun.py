@@ -25,7 +25,7 @@ from app.core.gguf_header import GGUFError, ModelSpec, read_url, shard_urls
 from app.core.llama_log import CacheInfo
 
 _CACHE_FILE = "dryrun-cache.json"
-_FORMAT = 4  # bump when DryRun changes: old cache entries are then ignored
+_FORMAT = 5  # bump when DryRun changes: old cache entries are then ignored
 _CACHE_MAX = 4000
 
 

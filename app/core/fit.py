@@ -164,7 +164,8 @@ def kv_layer_bytes(
     """Bytes of the KV cache of each repeating layer, as llama.cpp allocates it (a formula: the
     planner takes llama.cpp's own figures from a dry run, :func:`kv_from_dry_run`).
 
-    ``flash_attn`` None is the engine's rule: on for a quantized V cache."""
+    ``flash_attn`` None (no dry run said what llama.cpp chose) is taken as off unless V is
+    quantized: the larger figure."""
     v_trans = not _flash_attn_on(flash_attn, type_v)
     out = []
     for il in range(spec.n_layer):
@@ -320,7 +321,8 @@ def cpu_work_bytes(
 ) -> int:
     """The ggml CPU backend's work buffer at its largest: a full batch at a full context.
 
-    Without flash attention (the engine enables it only for a quantized V cache) the product of
+    Without flash attention (llama.cpp's automatic choice turns it on where the backend runs it,
+    which on CPU is every layer; it can be turned off in Settings) the product of
     the attention weights and the f16 V cache first converts the f32 weights
     (``n_kv x n_tokens x n_head``) to f16 in this buffer.  ggml-cpu keeps it at its high-water
     mark; llama.cpp's dry run does not report it (measured on the MEDIUM model with a prompt
@@ -398,6 +400,7 @@ class MemoryPlan:
     cpu_moe_layers: int = 0  # layers whose expert tensors stay in RAM although the layer is on GPU
     cpu_moe_extra: int = 0  # and this many expert tensors of the next layer (a finer step)
     expert_cpu_bytes: int = 0
+    expert_gpu_bytes: int = 0  # the expert tensors that are on the GPU
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -465,7 +468,7 @@ def plan_memory(
             settings_note(dry.flash_attn, dry.swa_full, dry.n_ubatch, bool(dry.swa_layers))
         )
     gpu_layers, output_on_gpu = _gpu_layer_set(spec.n_layer, n_gpu_layers)
-    w_cpu = w_gpu = repacked = mapped = experts_cpu = 0
+    w_cpu = w_gpu = repacked = mapped = experts_cpu = experts_gpu = 0
     moved_extra = (
         set(expert_kinds(spec, cpu_moe_layers)[:cpu_moe_extra]) if cpu_moe_extra else set()
     )
@@ -491,6 +494,7 @@ def plan_memory(
             experts_cpu += t.nbytes
         if on_gpu:
             w_gpu += t.nbytes
+            experts_gpu += t.nbytes if is_expert_tensor(t.name) else 0
             continue
         w_cpu += t.nbytes
         extra = extra_buffer_of(t.name, t.type_name, t.shape, dry.extra_buffers, dry.cpu_features)
@@ -588,6 +592,7 @@ def plan_memory(
         cpu_moe_layers=min(cpu_moe_layers, spec.n_layer) if experts_cpu else 0,
         cpu_moe_extra=len(moved_extra) if experts_cpu else 0,
         expert_cpu_bytes=experts_cpu,
+        expert_gpu_bytes=experts_gpu,
     )
 
 
@@ -838,10 +843,29 @@ def best_gpu_layers(
     top = spec.n_layer + 1
     if budget.vram_usable and lo < top and has_experts(spec):
         moe = _expert_offload(spec, budget, dry_fn, n_ctx, type_k, type_v)
-        if moe is not None and budget.fits(moe) and moe.vram_bytes > plan.vram_bytes:
+        if (
+            moe is not None
+            and budget.fits(moe)
+            and gpu_bytes_per_token(spec, moe) > (gpu_bytes_per_token(spec, plan))
+        ):
             return moe
     # It must also fit RAM; fewer GPU layers only move memory back to RAM.
     return plan if budget.fits(plan) else None
+
+
+def gpu_bytes_per_token(spec: ModelSpec, plan: MemoryPlan) -> float:
+    """The weight bytes each token reads on the GPU: its dense tensors, and of its expert tensors
+    only the share of experts a token uses (8 of 128 on a Qwen3 30B-A3B).  What makes offload
+    fast: whole layers can hold a few more bytes of VRAM than an expert split does, but most of
+    them are experts a token never reads."""
+    arch = spec.metadata.get("general.architecture")
+    n_expert, used = (
+        spec.metadata.get(f"{arch}.{k}", 0) for k in ("expert_count", "expert_used_count")
+    )
+    used = max(used, default=0) if isinstance(used, (list, tuple)) else used  # per layer
+    ok = isinstance(n_expert, int) and isinstance(used, int) and 0 < used <= n_expert
+    share = used / n_expert if ok else 1.0
+    return plan.weights_gpu_bytes - plan.expert_gpu_bytes * (1.0 - share)
 
 
 def _expert_offload(

@@ -130,3 +130,21 @@ def swa_layers(lines: list[str]) -> tuple[int, ...]:
     return tuple(
         int(m.group(1)) for line in lines if (m := _IS_SWA.search(line)) and m.group(3) == "1"
     )
+
+
+FLASH_LOG_KEYS = ("flash_attn", "Flash Attention")  # the lines flash_attn_in_force reads
+_FLASH_ASKED = re.compile(r"flash_attn\s+=\s+(auto|enabled|disabled)\b")
+_FLASH_RESOLVED = re.compile(r"Flash Attention (enabled|not supported)")
+
+
+def flash_attn_in_force(lines: list[str]) -> bool | None:
+    """Whether a context llama.cpp created uses flash attention, from its log: the type it was
+    created with (after its own fix-ups, such as on for a quantized V cache) and, for ``auto``,
+    what it resolved to once it knew where each layer's attention runs.  None: no such line."""
+    asked = [m.group(1) for line in lines if (m := _FLASH_ASKED.search(line))]
+    if not asked:
+        return None
+    if asked[-1] != "auto":
+        return asked[-1] == "enabled"
+    resolved = [m.group(1) for line in lines if (m := _FLASH_RESOLVED.search(line))]
+    return resolved[-1] == "enabled" if resolved else None

@@ -80,7 +80,7 @@ class Settings:
     swa_full: bool = (
         False  # window-only sliding-window cache (llama-server's default): least memory
     )
-    flash_attn: str = "auto"  # auto: on only for a quantized V cache (which needs it)
+    flash_attn: str = "auto"  # auto: llama.cpp's own choice (on wherever the backend runs it)
     n_ubatch: int = 512  # llama.cpp's physical batch: the compute buffer grows with it
     problems: list[str] = field(default_factory=list, compare=False, repr=False)
     _extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -69,8 +69,13 @@ def test_plan_equals_a_real_load_of_each_family(runner, engine, family):
         assert _close(sum(c.nbytes for c in info.caches), plan.kv_bytes)
         # The planner's own model of the caches (head sizes per layer, V padding, windows) gives
         # the same bytes: the plan took exact products, not llama.cpp's rounded MiB.
-        formula = fit.kv_bytes(spec, n_ctx, cache, cache, swa_full=swa_full)
+        formula = fit.kv_bytes(
+            spec, n_ctx, cache, cache, swa_full=swa_full, flash_attn=dry.flash_attn
+        )
         assert formula + plan.state_bytes == plan.kv_bytes, (family, n_ctx)
+        # Flash attention is llama.cpp's automatic choice: on for every layer on this CPU build,
+        # and the load resolves it as its dry run did.
+        assert dry.flash_attn is True and info.flash_attn is True, (family, n_ctx)
         if spec.n_swa and family != "phi3":  # phi3: llama.cpp disables its window
             swa = next(c for c in plan.kv_caches if c["kind"] == "swa")
             assert (swa["cells"] == fit.pad_ctx(n_ctx)) == swa_full, (family, swa)
@@ -93,7 +98,7 @@ def test_windowed_model_without_pattern_key_gets_llama_cpp_pattern(runner):
         assert dry.swa_layers == (0, 1, 2, 3, 4)  # every sixth layer is global
         plans[n_ctx, swa_full] = plan = fit.plan_memory(spec, dry, n_ctx, 0, "q8_0", "q8_0")
         # the formula (only a fallback) agrees with llama.cpp's figures
-        formula = fit.kv_bytes(spec, n_ctx, "q8_0", "q8_0", swa_full=swa_full)
+        formula = fit.kv_bytes(spec, n_ctx, "q8_0", "q8_0", swa_full=swa_full, flash_attn=True)
         assert abs(formula - plan.kv_bytes) <= 2 * LOG_PRECISION
         assert any(("full size" in n) == swa_full for n in plan.notes if "sliding-window" in n)
     assert [il for il in range(spec.n_layer) if fit._is_swa_layer(spec, il)] == [0, 1, 2, 3, 4]
@@ -107,8 +112,9 @@ def test_windowed_model_without_pattern_key_gets_llama_cpp_pattern(runner):
 @pytest.mark.parametrize("family", ["gemma3", "lfm2", "phi3", "gemma4", "gptoss"])
 def test_full_size_headers_plan_at_their_true_size(runner, family):
     path = zoo.full_path(family)
-    # a full-size sliding-window cache: every layer's cells at the true size
-    spec, dry = _dry(runner, path, 8192, swa_full=True)
+    # a full-size sliding-window cache: every layer's cells at the true size; without flash
+    # attention, the layout where V is transposed (and padded) that the formula must know too
+    spec, dry = _dry(runner, path, 8192, swa_full=True, flash_attn=False)
     assert spec.weights_bytes == dry.model_bytes
     plan = fit.plan_memory(spec, dry, 8192)
     assert plan.weights_bytes > 5e8

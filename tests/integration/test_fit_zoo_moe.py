@@ -62,7 +62,13 @@ def test_expert_offload_keeps_more_on_the_gpu(planner, vram_gib):
     plan = offload.plan
     whole = _whole_layers(spec, budget, fn, n_ctx)
     assert budget.fits(plan) and plan.vram_bytes <= budget.vram_usable
-    assert plan.vram_bytes > whole.vram_bytes, (vram_gib, plan.n_gpu_layers)
+    # More of what each token reads stays on the GPU (all attention, a few experts); at 8 GiB and
+    # above more bytes in all too.  At 4 GiB whole layers hold slightly more VRAM, mostly experts
+    # a token does not read.
+    per_token = fit.gpu_bytes_per_token(spec, plan), fit.gpu_bytes_per_token(spec, whole)
+    assert per_token[0] > per_token[1], (vram_gib, per_token)
+    if vram_gib >= 8:
+        assert plan.vram_bytes > whole.vram_bytes, (vram_gib, plan.n_gpu_layers)
     assert plan.cpu_moe_layers > 0
     assert f"experts of {plan.cpu_moe_layers} of {spec.n_layer} layers in RAM" in offload.reason
     assert offload.to_json()["cpu_moe_layers"] == plan.cpu_moe_layers

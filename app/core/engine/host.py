@@ -199,11 +199,11 @@ def _buffers(lines: list[str]) -> dict[str, int]:
 
 def _load(state: State, req: LoadRequest) -> LoadedInfo:
     from app.core.engine.host_dryrun import (
-        flash_attn_on,
+        context_params,
+        flash_attn_type,
         kv_types,
         moe_load_params,
         outputs_for,
-        outputs_params,
     )
     from app.core.gguf_header import GGUFError, read_local
 
@@ -219,7 +219,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     trim_heap()
     _unload(state)
     lc = state.llama_cpp
-    from app.core.llama_log import memory_caches
+    from app.core.llama_log import flash_attn_in_force, memory_caches
 
     m = req.memory
     type_k, type_v = kv_types(m)
@@ -238,7 +238,9 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
             register_servers(req.rpc_servers)  # probes each first: ggml aborts on a dead one
         with (
             moe_load_params(state, m.cpu_moe_layers, m.cpu_moe_extra),
-            outputs_params(n_outputs_max),
+            context_params(
+                n_outputs_max=n_outputs_max, flash_attn_type=flash_attn_type(lc, m.flash_attn)
+            ),
         ):
             llm = lc.Llama(
                 model_path=req.path,
@@ -250,7 +252,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
                 use_mmap=req.use_mmap,
                 type_k=type_k,
                 type_v=type_v,
-                flash_attn=flash_attn_on(m.flash_attn, m.type_v),
+                flash_attn=m.flash_attn is not False,  # the type itself: context_params
                 swa_full=m.swa_full,
                 tensor_split=list(req.tensor_split) or None,
                 verbose=True,
@@ -296,6 +298,7 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
         caches=tuple(memory_caches(state.log_lines)),
         chat_format=state.chat_format,
         n_threads=threads,
+        flash_attn=flash_attn_in_force(state.log_lines),
     )
 
 

@@ -25,8 +25,10 @@ from app.core.errors import ErrorKind
 from app.core.fit import MOE_EXPERTS, DryRun
 from app.core.llama_log import (
     CACHE_LOG_KEYS,
+    FLASH_LOG_KEYS,
     KV_TYPES,
     buffer_lines,
+    flash_attn_in_force,
     kv_cache_sizes,
     memory_caches,
     swa_layers,
@@ -75,11 +77,7 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
             cp.n_batch = n_batch
             cp.n_ubatch = min(n_batch, m.n_ubatch)
             cp.type_k, cp.type_v = type_k, type_v
-            cp.flash_attn_type = (
-                lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-                if flash_attn_on(m.flash_attn, m.type_v)
-                else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            )
+            cp.flash_attn_type = flash_attn_type(lc, m.flash_attn)
             cp.swa_full = m.swa_full
             arch = _model_metadata(lc, model, ("general.architecture",))
             meta = {
@@ -102,7 +100,7 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
         parse_log(lines, base or 0),
         model_bytes=model_bytes,
         cpu_features=cpu_features(state),
-        flash_attn=flash_attn_on(m.flash_attn, m.type_v),
+        flash_attn=resolved_flash_attn(lines, m),
         swa_full=m.swa_full,
         n_ubatch=min(req.n_ctx, req.n_batch, m.n_ubatch),
         n_outputs_max=n_outputs_max,
@@ -134,7 +132,7 @@ def _capture(state: State, lines: list[str]) -> None:
     """Keep only the lines a plan needs: a dry run logs thousands of graph-reservation lines."""
     lc = state.llama_cpp
     partial: list[str] = []
-    keep = (*CACHE_LOG_KEYS, "error", "failed", "warning")
+    keep = (*CACHE_LOG_KEYS, *FLASH_LOG_KEYS, "error", "failed", "warning")
 
     @lc.llama_log_callback
     def _cb(level: int, text: bytes, user_data: object) -> None:
@@ -205,9 +203,23 @@ def _llama_cpp_version() -> str:
         return "unknown version"
 
 
-def flash_attn_on(flash_attn: bool | None, type_v: str) -> bool:
-    """Flash attention as a load uses it: as chosen, or (None) only for a quantized V cache."""
-    return flash_attn if flash_attn is not None else type_v != "f16"
+def flash_attn_type(lc: object, flash_attn: bool | None) -> int:
+    """llama.cpp's ``flash_attn_type`` for a setting: on, off, or (None) llama.cpp's own
+    automatic choice -- on wherever the backend of each layer runs it."""
+    if flash_attn is None:
+        return int(lc.LLAMA_FLASH_ATTN_TYPE_AUTO)  # type: ignore[attr-defined]
+    name = "ENABLED" if flash_attn else "DISABLED"
+    return int(getattr(lc, f"LLAMA_FLASH_ATTN_TYPE_{name}"))
+
+
+def resolved_flash_attn(lines: list[str], m: MemorySettings) -> bool:
+    """Whether the context just created (its log is ``lines``) uses flash attention.  A log
+    without the line (another llama.cpp) is taken as llama.cpp's fix-up rule: a quantized V
+    cache needs it; otherwise off, which the plan counts the larger work buffer for."""
+    found = flash_attn_in_force(lines)
+    if found is not None:
+        return found
+    return m.flash_attn if m.flash_attn is not None else m.type_v != "f16"
 
 
 _MOE_EXPERTS = MOE_EXPERTS  # one pattern for the plan (fit.is_expert_tensor) and the load
@@ -306,9 +318,27 @@ def _model_metadata(lc: object, model: object, keys: tuple[str, ...]) -> dict[st
     return out
 
 
-def outputs_params(n_outputs_max: int) -> contextlib.AbstractContextManager[None]:
-    """While a ``llama_cpp.Llama`` is created: its context params carry ``n_outputs_max``."""
-    return _llama_defaults("llama_context_default_params", "n_outputs_max", n_outputs_max)
+@contextlib.contextmanager
+def context_params(**values: object) -> Iterator[None]:
+    """While a ``llama_cpp.Llama`` is created: its context is created with these fields of
+    ``llama_context_params`` set.  ``Llama`` offers no argument for some (``n_outputs_max``) and
+    only on or off for ``flash_attn_type`` (llama.cpp's default is its automatic choice), and it
+    sets the params it does offer after reading the defaults, so the creation itself is wrapped.
+    """
+    import llama_cpp.llama_cpp as lc
+
+    original = lc.llama_init_from_model
+
+    def init(model: object, params: object) -> object:
+        for name, value in values.items():
+            setattr(params, name, value)
+        return original(model, params)
+
+    lc.llama_init_from_model = init
+    try:
+        yield
+    finally:
+        lc.llama_init_from_model = original
 
 
 def _cpu_buffer_type(state: State) -> ctypes.c_void_p:

@@ -49,7 +49,9 @@ class MemorySettings:
     # instead of 10 GiB for them.  Appended chat turns still reuse the cache; a chat rewound past
     # the window is evaluated afresh (app.core.engine.host._window_reuse).
     swa_full: bool = False
-    flash_attn: bool | None = None  # None: on only for a quantized V cache (which needs it)
+    # None: llama.cpp's own automatic choice (its default): on wherever each layer's backend runs
+    # it, which on CPU is every layer (less compute buffer, and faster: bench/memory_settings).
+    flash_attn: bool | None = None
     cpu_moe_layers: int = 0  # keep the expert tensors of the first N layers in RAM (--n-cpu-moe)
     cpu_moe_extra: tuple[str, ...] = ()  # and these expert tensors of layer N (a finer step)
     # Logit rows one micro-batch may ask for (llama.cpp's n_outputs_max): 1 for a chat, which
@@ -189,6 +191,7 @@ class LoadedInfo:
     caches: tuple[Any, ...] = ()  # app.core.llama_log.CacheInfo: each KV cache / recurrent state
     chat_format: str = "completion"  # "gguf", "builtin:NAME" or "completion" (app.core.chat_format)
     n_threads: int = 0  # the threads generation runs with (chosen from the free cores unless set)
+    flash_attn: bool | None = None  # whether the context uses it, as llama.cpp logged (or None)
 
 
 @dataclass(frozen=True)

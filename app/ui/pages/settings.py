@@ -114,7 +114,8 @@ class SettingsPage(QWidget):
         for label, value in (("Automatic", "auto"), ("On", "on"), ("Off", "off")):
             self.flash_attn.addItem(label, value)
         self.flash_attn.setToolTip(
-            "Automatic: on only for a quantized V cache, which needs it; without flash attention "
+            "Automatic (default, as llama.cpp): on wherever the device of each layer runs it, "
+            "which needs less memory and is faster on CPU; a quantized V cache needs it. Off: "
             "the CPU needs an extra work buffer the plan counts"
         )
         self.n_ubatch = QSpinBox()
