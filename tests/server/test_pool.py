@@ -12,7 +12,9 @@ import pytest
 from openai import OpenAI
 
 from app.core.cancel import CancelToken
+from app.core.engine.host import STREAM_WINDOW
 from app.core.fit import DEFAULT_RAM_MARGIN
+from app.server.app import AHEAD
 from tests.server.conftest import name_of
 
 PROMPT = [{"role": "user", "content": "Tell me about the weather and the sea."}]
@@ -69,9 +71,12 @@ def test_a_client_that_disconnects_stops_the_engine(server, tiny_files):
             lambda: next((r for r in server.pool.log if r.finish == "disconnected"), None)
         )
         # The engine counted every token it generated: only a few more than the server had
-        # sent when the client went away (its stream window and the server's), far from 3000.
+        # sent when the client went away, far from 3000.  The two windows bound the text pieces
+        # in flight (AHEAD + STREAM_WINDOW + the two in hand), but a token without text of its
+        # own (part of a UTF-8 character) passes the server's window uncounted, hence the
+        # slack: CI once saw 18 over the pieces sent, where 16 had been assumed.
         assert record.tokens >= record.sent >= received
-        assert record.tokens - record.sent <= 16, record
+        assert record.tokens - record.sent <= 2 * (AHEAD + STREAM_WINDOW), record
         # and the model is free at once for the next request
         out = c.chat.completions.create(model=model, messages=PROMPT, max_tokens=5)
         assert out.choices[0].message.content is not None
