@@ -140,16 +140,7 @@ def main() -> None:
             rows = {}
             for name, settings in SETTINGS:
                 dry = runner.run(p, digest, n_ctx, 0, settings)
-                plan = fit.plan_memory(
-                    spec,
-                    dry,
-                    n_ctx,
-                    0,
-                    "f16",
-                    "f16",
-                    settings.n_ubatch,
-                    flash_attn=settings.flash_attn,
-                )
+                plan = fit.plan_memory(spec, dry, n_ctx)  # the settings: the dry run's
                 rows[name] = (
                     f"| {fam} | {n_ctx} | {name} | {plan.ram_bytes / MIB:.0f} "
                     f"| {plan.kv_bytes / MIB:.0f} | {plan.compute_cpu_bytes / MIB:.0f} "

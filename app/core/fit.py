@@ -166,7 +166,7 @@ def kv_layer_bytes(
 
     ``flash_attn`` None (no dry run said what llama.cpp chose) is taken as off unless V is
     quantized: the larger figure."""
-    v_trans = not _flash_attn_on(flash_attn, type_v)
+    v_trans = not flash_attn_on(flash_attn, type_v)
     out = []
     for il in range(spec.n_layer):
         out.append(
@@ -176,7 +176,9 @@ def kv_layer_bytes(
     return out
 
 
-def _flash_attn_on(flash_attn: bool | None, type_v: str) -> bool:
+def flash_attn_on(flash_attn: bool | None, type_v: str) -> bool:
+    """Flash attention as llama.cpp uses it where no log said (None: on only for a quantized V
+    cache, which needs it)."""
     return flash_attn if flash_attn is not None else type_v.lower() != "f16"
 
 
@@ -253,7 +255,7 @@ def kv_from_dry_run(
         formula = [{"kind": "formula", "cells": pad_ctx(n_ctx), "layers": n, "bytes": sum(per)}]
         return KVSplit(per, [0] * n, formula, cells)
     per, state = [0] * n, [0] * n
-    v_trans = not _flash_attn_on(dry.flash_attn, type_v)
+    v_trans = not flash_attn_on(dry.flash_attn, type_v)
     caches: list[dict[str, Any]] = []
     max_cells = 0
     for c in dry.caches:
@@ -329,7 +331,7 @@ def cpu_work_bytes(
     filling 2048 tokens: a 30.9 MiB anonymous block = 2048 x 495 x 16 x 2 bytes).  The other
     conversions (activations to the weights' dot type) are a few MiB at most and fit in it.
     """
-    if _flash_attn_on(flash_attn, type_v):
+    if flash_attn_on(flash_attn, type_v):
         return 0  # flash attention: per-thread scratch rows only
     n_tokens = min(n_ubatch, n_batch, n_ctx)
     layers = [il for il in range(spec.n_layer) if spec.n_head_kv_of(il)]
@@ -454,14 +456,12 @@ def plan_memory(
     type_v: str = "f16",
     n_ubatch: int = 512,
     granule: int = FILE_GRANULE,
-    flash_attn: bool | None = None,
     cpu_moe_layers: int = 0,
     cpu_moe_extra: int = 0,
 ) -> MemoryPlan:
-    """The memory a load of ``spec`` with these settings needs, split into RAM and VRAM."""
+    """The memory a load of ``spec`` with these settings needs, split into RAM and VRAM.  Flash
+    attention is what the dry run resolved (llama.cpp's automatic choice unless forced)."""
     notes: list[str] = []
-    if flash_attn is None:
-        flash_attn = dry.flash_attn
     if dry.flash_attn is not None:
         n_ubatch = dry.n_ubatch
         notes.append(
@@ -531,7 +531,7 @@ def plan_memory(
     work = 0
     if ngl <= spec.n_layer:  # some repeating layers (their attention) run on the CPU
         work = cpu_work_bytes(
-            spec, n_ctx, type_v, n_ubatch, n_kv_cells=kv.max_cells, flash_attn=flash_attn
+            spec, n_ctx, type_v, n_ubatch, n_kv_cells=kv.max_cells, flash_attn=dry.flash_attn
         )
         c_cpu += work
     # The runtime (an engine child with no model), what llama.cpp allocates on the heap for this
@@ -846,7 +846,7 @@ def best_gpu_layers(
         if (
             moe is not None
             and budget.fits(moe)
-            and gpu_bytes_per_token(spec, moe) > (gpu_bytes_per_token(spec, plan))
+            and gpu_bytes_per_token(spec, moe) > gpu_bytes_per_token(spec, plan)
         ):
             return moe
     # It must also fit RAM; fewer GPU layers only move memory back to RAM.
@@ -858,14 +858,7 @@ def gpu_bytes_per_token(spec: ModelSpec, plan: MemoryPlan) -> float:
     only the share of experts a token uses (8 of 128 on a Qwen3 30B-A3B).  What makes offload
     fast: whole layers can hold a few more bytes of VRAM than an expert split does, but most of
     them are experts a token never reads."""
-    arch = spec.metadata.get("general.architecture")
-    n_expert, used = (
-        spec.metadata.get(f"{arch}.{k}", 0) for k in ("expert_count", "expert_used_count")
-    )
-    used = max(used, default=0) if isinstance(used, (list, tuple)) else used  # per layer
-    ok = isinstance(n_expert, int) and isinstance(used, int) and 0 < used <= n_expert
-    share = used / n_expert if ok else 1.0
-    return plan.weights_gpu_bytes - plan.expert_gpu_bytes * (1.0 - share)
+    return plan.weights_gpu_bytes - plan.expert_gpu_bytes * (1.0 - spec.expert_share)
 
 
 def _expert_offload(

@@ -249,6 +249,13 @@ class ModelSpec:
         return quant_label(self.file_type) or "unknown"
 
     @property
+    def expert_share(self) -> float:
+        """The share of a MoE layer's experts one token uses (8 of 128 on a Qwen3 30B-A3B); 1.0
+        for a dense model."""
+        n_expert, used = expert_counts(self.metadata)
+        return used / n_expert if 0 < used <= n_expert else 1.0
+
+    @property
     def weights_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)
 
@@ -666,6 +673,16 @@ def _u32(meta: dict[str, Any], key: str, default: int = 0) -> int:
     return value if isinstance(value, int) else default
 
 
+def expert_counts(meta: dict[str, Any]) -> tuple[int, int]:
+    """The experts of a MoE layer and the most a token uses (in any layer: the count may be given
+    per layer); 0 for a dense model."""
+    arch = meta.get("general.architecture")
+    used = meta.get(f"{arch}.expert_used_count", 0)
+    return _u32(meta, f"{arch}.expert_count"), used if isinstance(used, int) else max(
+        used, default=0
+    )
+
+
 def _check_model(meta: dict[str, Any], tensors: list[TensorInfo], source: str) -> None:
     """The model loader's rules (llama-model.cpp load_hparams/load_tensors, llama-vocab.cpp) that a
     header can break; ``meta`` holds Python values (after :func:`_check_key_types`)."""
@@ -689,9 +706,7 @@ def _check_model(meta: dict[str, Any], tensors: list[TensorInfo], source: str) -
                     f"{source}: {arch}.{name} has {len(value)} values for {n_layer} layers: "
                     "llama.cpp refuses it"
                 )
-        n_expert = _u32(meta, f"{arch}.expert_count")
-        used = meta.get(f"{arch}.expert_used_count", 0)
-        used_max = used if isinstance(used, int) else max(used, default=0)
+        n_expert, used_max = expert_counts(meta)
         if n_expert > _MAX_EXPERTS or used_max > n_expert:
             raise GGUFError(
                 f"{source} claims {n_expert} experts with {used_max} used per token: llama.cpp "

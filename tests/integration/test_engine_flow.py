@@ -154,3 +154,13 @@ def test_a_template_building_a_huge_string_is_refused(engine):
     assert err.value.kind == ErrorKind.TEMPLATE
     assert "300,000,000" in str(err.value) and "limit" in str(err.value)
     assert engine.alive
+
+
+def test_an_unknown_cache_type_is_refused_and_the_loaded_model_kept(engine):
+    path = modelfactory.model_path("Q8_0")
+    engine.load(path, n_ctx=256, n_threads=1)
+    with pytest.raises(EngineError, match="unknown KV cache type q3_x/f16"):
+        engine.load(path, n_ctx=256, n_threads=1, memory=MemorySettings(type_k="q3_x"))
+    # refused before the loaded model was let go: it still answers
+    _, stats = _run(engine, GenerateRequest(messages=HELLO, max_tokens=3, sampling=GREEDY))
+    assert stats.tokens == 3

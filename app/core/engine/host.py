@@ -198,13 +198,7 @@ def _buffers(lines: list[str]) -> dict[str, int]:
 
 
 def _load(state: State, req: LoadRequest) -> LoadedInfo:
-    from app.core.engine.host_dryrun import (
-        context_params,
-        flash_attn_type,
-        kv_types,
-        moe_load_params,
-        outputs_for,
-    )
+    from app.core.engine.host_dryrun import context_fields, load_params, outputs_for
     from app.core.gguf_header import GGUFError, read_local
 
     try:
@@ -212,7 +206,9 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     except GGUFError as exc:
         raise RequestError(str(exc), "load") from exc
     template, n_ctx_train = spec.chat_template, spec.n_ctx_train
-    n_outputs_max = outputs_for(req.memory.n_outputs_max, spec.metadata)
+    m = req.memory
+    # An unknown cache type is refused here, before the loaded model is let go.
+    context = context_fields(state.llama_cpp, m, outputs_for(m.n_outputs_max, spec.metadata))
     # The parse holds every token and merge as Python objects (tens of MiB on a large
     # vocabulary): free them and hand the pages back before llama.cpp reads its own copy.
     del spec
@@ -221,8 +217,6 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
     lc = state.llama_cpp
     from app.core.llama_log import flash_attn_in_force, memory_caches
 
-    m = req.memory
-    type_k, type_v = kv_types(m)
     state.log_lines.clear()
     from app.core.hardware import suggested_threads
 
@@ -236,12 +230,9 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
             from app.core.rpc import register_servers
 
             register_servers(req.rpc_servers)  # probes each first: ggml aborts on a dead one
-        with (
-            moe_load_params(state, m.cpu_moe_layers, m.cpu_moe_extra),
-            context_params(
-                n_outputs_max=n_outputs_max, flash_attn_type=flash_attn_type(lc, m.flash_attn)
-            ),
-        ):
+        # The cache types, flash attention and swa_full are set by load_params, as the dry run
+        # set them (Llama's own arguments for some of them are left at their defaults).
+        with load_params(state, m, context):
             llm = lc.Llama(
                 model_path=req.path,
                 n_ctx=req.n_ctx,
@@ -250,10 +241,6 @@ def _load(state: State, req: LoadRequest) -> LoadedInfo:
                 n_batch=req.n_batch,
                 n_ubatch=m.n_ubatch,
                 use_mmap=req.use_mmap,
-                type_k=type_k,
-                type_v=type_v,
-                flash_attn=m.flash_attn is not False,  # the type itself: context_params
-                swa_full=m.swa_full,
                 tensor_split=list(req.tensor_split) or None,
                 verbose=True,
             )

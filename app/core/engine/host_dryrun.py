@@ -16,13 +16,13 @@ import ctypes
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
 from app.core.engine.host import RequestError, State, current_rss, heap_in_use
 from app.core.engine.protocol import DryRunRequest, MemorySettings
 from app.core.errors import ErrorKind
-from app.core.fit import MOE_EXPERTS, DryRun
+from app.core.fit import MOE_EXPERTS, DryRun, flash_attn_on
 from app.core.llama_log import (
     CACHE_LOG_KEYS,
     FLASH_LOG_KEYS,
@@ -42,7 +42,6 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
     if not os.path.exists(req.path):
         raise RequestError(f"no such file: {req.path}", "load")
     m = req.memory
-    type_k, type_v = kv_types(m)
     base = getattr(state, "dryrun_base_rss", None)
     if base is None and state.llm is None:
         # The runtime's own footprint (interpreter, llama.cpp libraries) before any model: part
@@ -76,16 +75,14 @@ def handle(state: State, req: DryRunRequest) -> DryRun:
             cp.n_ctx = req.n_ctx
             cp.n_batch = n_batch
             cp.n_ubatch = min(n_batch, m.n_ubatch)
-            cp.type_k, cp.type_v = type_k, type_v
-            cp.flash_attn_type = flash_attn_type(lc, m.flash_attn)
-            cp.swa_full = m.swa_full
             arch = _model_metadata(lc, model, ("general.architecture",))
             meta = {
                 **arch,
                 **_model_metadata(lc, model, (f"{arch.get('general.architecture')}.pooling_type",)),
             }
             n_outputs_max = outputs_for(m.n_outputs_max, meta)
-            cp.n_outputs_max = n_outputs_max
+            for name, value in context_fields(lc, m, n_outputs_max).items():
+                setattr(cp, name, value)
             ctx = lc.llama_init_from_model(model, cp)
             if not ctx:
                 raise RequestError(
@@ -203,6 +200,20 @@ def _llama_cpp_version() -> str:
         return "unknown version"
 
 
+def context_fields(lc: object, m: MemorySettings, n_outputs_max: int) -> dict[str, object]:
+    """The ``llama_context_params`` fields ``m`` decides besides the batch sizes, for a dry run and
+    a load alike, so the two reserve the same buffers (an unknown KV cache type is refused)."""
+    if m.type_k not in KV_TYPES or m.type_v not in KV_TYPES:
+        raise RequestError(f"unknown KV cache type {m.type_k}/{m.type_v}", "request")
+    return {
+        "type_k": KV_TYPES[m.type_k].ggml_type,
+        "type_v": KV_TYPES[m.type_v].ggml_type,
+        "flash_attn_type": flash_attn_type(lc, m.flash_attn),
+        "swa_full": m.swa_full,
+        "n_outputs_max": n_outputs_max,
+    }
+
+
 def flash_attn_type(lc: object, flash_attn: bool | None) -> int:
     """llama.cpp's ``flash_attn_type`` for a setting: on, off, or (None) llama.cpp's own
     automatic choice -- on wherever the backend of each layer runs it."""
@@ -217,9 +228,7 @@ def resolved_flash_attn(lines: list[str], m: MemorySettings) -> bool:
     without the line (another llama.cpp) is taken as llama.cpp's fix-up rule: a quantized V
     cache needs it; otherwise off, which the plan counts the larger work buffer for."""
     found = flash_attn_in_force(lines)
-    if found is not None:
-        return found
-    return m.flash_attn if m.flash_attn is not None else m.type_v != "f16"
+    return found if found is not None else flash_attn_on(m.flash_attn, m.type_v)
 
 
 _MOE_EXPERTS = MOE_EXPERTS  # one pattern for the plan (fit.is_expert_tensor) and the load
@@ -252,49 +261,6 @@ class _BuftOverride(ctypes.Structure):
     _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
 
 
-@contextlib.contextmanager
-def _llama_defaults(name: str, field: str, value: object) -> Iterator[None]:
-    """While a ``llama_cpp.Llama`` is created: ``llama_cpp.<name>()`` returns params with
-    ``field`` set to ``value``.
-
-    ``Llama`` builds its model and context params from llama.cpp's defaults and offers no
-    argument for some fields (``tensor_buft_overrides``, ``n_outputs_max``), so the default is
-    wrapped for the one load.
-    """
-    import llama_cpp.llama as llama_module
-
-    original = getattr(llama_module.llama_cpp, name)
-
-    def params() -> object:
-        p = original()
-        setattr(p, field, value)
-        return p
-
-    setattr(llama_module.llama_cpp, name, params)
-    try:
-        yield
-    finally:
-        setattr(llama_module.llama_cpp, name, original)
-
-
-@contextlib.contextmanager
-def moe_load_params(state: State, n_layers: int, extra: tuple[str, ...] = ()) -> Iterator[None]:
-    """While a ``llama_cpp.Llama`` is created: its model params carry the expert overrides."""
-    overrides = cpu_moe_overrides(state, n_layers, extra)
-    if overrides is None:
-        yield
-        return
-    with _llama_defaults("llama_model_default_params", "tensor_buft_overrides", overrides):
-        yield
-
-
-def kv_types(m: MemorySettings) -> tuple[int, int]:
-    """The ggml types of ``m``'s K and V caches (a request naming another type is refused)."""
-    if m.type_k not in KV_TYPES or m.type_v not in KV_TYPES:
-        raise RequestError(f"unknown KV cache type {m.type_k}/{m.type_v}", "request")
-    return KV_TYPES[m.type_k].ggml_type, KV_TYPES[m.type_v].ggml_type
-
-
 def outputs_for(n_outputs_max: int, metadata: dict[str, object]) -> int:
     """The ``n_outputs_max`` a load asks llama.cpp for: an embedding model (one that pools)
     outputs every position of a batch, so it is never capped; llama.cpp aborts on a batch with
@@ -319,26 +285,41 @@ def _model_metadata(lc: object, model: object, keys: tuple[str, ...]) -> dict[st
 
 
 @contextlib.contextmanager
-def context_params(**values: object) -> Iterator[None]:
-    """While a ``llama_cpp.Llama`` is created: its context is created with these fields of
-    ``llama_context_params`` set.  ``Llama`` offers no argument for some (``n_outputs_max``) and
-    only on or off for ``flash_attn_type`` (llama.cpp's default is its automatic choice), and it
-    sets the params it does offer after reading the defaults, so the creation itself is wrapped.
+def load_params(state: State, m: MemorySettings, context: dict[str, object]) -> Iterator[None]:
+    """While a ``llama_cpp.Llama`` is created: its model params carry ``m``'s expert overrides
+    and its context params ``context`` (:func:`context_fields`, as the dry run sets them)."""
+    overrides = cpu_moe_overrides(state, m.cpu_moe_layers, m.cpu_moe_extra)
+    model = {"tensor_buft_overrides": overrides} if overrides is not None else {}
+    with (
+        _params_set("llama_model_load_from_file", model),
+        _params_set("llama_init_from_model", context),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _params_set(function: str, values: Mapping[str, object]) -> Iterator[None]:
+    """While a ``llama_cpp.Llama`` is created: llama.cpp's ``function(first, params)`` -- the
+    model load or the context creation -- receives its params with ``values`` set.
+
+    ``Llama`` has no argument for some fields (``tensor_buft_overrides``, ``n_outputs_max``) and
+    only on or off for ``flash_attn_type``, and it fills the params after reading llama.cpp's
+    defaults, so the call that receives them is wrapped, for the one load.
     """
-    import llama_cpp.llama_cpp as lc
+    import llama_cpp.llama_cpp as lc  # the module llama_cpp's own classes call through
 
-    original = lc.llama_init_from_model
+    original = getattr(lc, function)
 
-    def init(model: object, params: object) -> object:
+    def call(first: object, params: object) -> object:
         for name, value in values.items():
             setattr(params, name, value)
-        return original(model, params)
+        return original(first, params)
 
-    lc.llama_init_from_model = init
+    setattr(lc, function, call)
     try:
         yield
     finally:
-        lc.llama_init_from_model = original
+        setattr(lc, function, original)
 
 
 def _cpu_buffer_type(state: State) -> ctypes.c_void_p:
